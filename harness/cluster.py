@@ -1,0 +1,126 @@
+"""What every backend tells about the stack it runs: typed, frozen records and the Cluster protocol.
+
+These are the borders between backends (local, kind, kube) and everything that reads a stack
+(faults, scenarios, reports, the CLI). ``to_json`` gives the documented ``status --json`` shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str  # the harness's name: "head", "worker1", ...
+    role: str  # "head" | "worker"
+    address: str  # the node's own IP
+    alive: bool  # its processes run (out-of-band fact, true even while the head is down)
+    ray_node_id: str | None = None  # Ray's node id when the head could tell
+    ray_state: str | None = None  # Ray's view: ALIVE / DEAD, None while the head is unreachable
+
+
+@dataclass(frozen=True)
+class ControllerInfo:
+    pid: int | None
+    node: str | None
+    actor_id: str
+
+
+@dataclass(frozen=True)
+class ProxyInfo:
+    node: str | None
+    url: str | None
+    status: str
+    actor_id: str
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    replica_id: str
+    deployment: str
+    node: str | None
+    pid: int | None
+    state: str
+    actor_id: str | None
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    name: str
+    status: str
+    route_prefix: str | None
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    run_id: str
+    nodes: tuple[NodeInfo, ...]
+    controller: ControllerInfo | None
+    proxies: tuple[ProxyInfo, ...]
+    replicas: tuple[ReplicaInfo, ...]
+    apps: tuple[AppInfo, ...]
+    serve_api_reachable: bool  # False while the head (and its REST API) is down
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A proxy's HTTP address, one per node: where traffic goes."""
+
+    node: str
+    url: str
+
+
+@dataclass(frozen=True)
+class NodeProcess:
+    """A process of a node, seen from outside Ray (works while the head is down)."""
+
+    node: str
+    host_pid: int  # PID in the machine's PID namespace: what the harness signals
+    ns_pid: int  # PID inside the node's PID namespace: what Ray reports
+    name: str  # comm, e.g. raylet, gcs_server, ray::ServeReplica
+    cmdline: str
+
+
+@dataclass(frozen=True)
+class DriverResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    """What the node supervisor or the operator did, as scenarios read it."""
+
+    t_wall: float
+    t_mono: float
+    source: str  # "supervisor" | "operator" | "harness"
+    kind: str  # e.g. node_started, node_exited, node_restarting, serve_config_applied
+    target: str  # node or app name
+    detail: str = ""
+
+
+class Cluster(Protocol):
+    """A backend: brings the stack up and down, tells what runs, and carries the fault primitives."""
+
+    run_id: str
+
+    def up(self) -> None: ...
+    def down(self) -> None: ...
+    def status(self) -> StackStatus: ...
+    def endpoints(self) -> tuple[Endpoint, ...]: ...
+    def node_processes(self, node: str) -> tuple[NodeProcess, ...]: ...
+    def events(self) -> tuple[StackEvent, ...]: ...
+    def kill_node(self, node: str) -> None: ...
+    def stop_node(self, node: str) -> None: ...
+    def start_node(self, node: str) -> None: ...
+    def freeze_node(self, node: str) -> None: ...
+    def thaw_node(self, node: str) -> None: ...
+    def run_driver(self, snippet: str, timeout_s: float = 60.0) -> DriverResult: ...
+    def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult: ...

@@ -1,0 +1,615 @@
+"""LocalCluster: the local backend's client side. ``up`` builds the network, starts the node supervisor
+and waits phase by phase until the app serves; ``down`` and ``sweep`` remove everything by run-id label.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+import requests
+import yaml
+
+from harness.cluster import (
+    ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, ReplicaInfo, StackEvent,
+    StackStatus,
+)
+from harness.local import system
+from harness.local.config import ConfigError, StackConfig, load_config
+from harness.local.layout import (
+    HEAD_NODE, REDIS_NODE, NodeSpec, RunLayout, bridge_address, plan_nodes,
+)
+from harness.local.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
+from harness.secrets import Secret
+from harness.waiting import WaitTimeout, wait_until
+
+CURRENT_FILE = "current"
+LOG_TAIL_LINES = 25
+
+
+class StackError(RuntimeError):
+    """The stack cannot be brought up or used; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+
+
+@dataclass
+class UpReport:
+    run_id: str
+    phases: list[Phase] = field(default_factory=list)
+
+    @property
+    def total_s(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def new_run_id() -> str:
+    return "sc" + secrets.token_hex(3)
+
+
+class LocalCluster:
+    """One local stack. Create with a config (``load_config()``); ``attach()`` finds the running one."""
+
+    def __init__(self, config: StackConfig, run_id: str | None = None, secret: Secret | None = None):
+        self.config = config
+        self.run_id = run_id or new_run_id()
+        self.layout = RunLayout(config.network.state_dir, self.run_id)
+        self.secret = secret or Secret.from_env_or_generate(config.redis.password_env)
+        self.nodes: tuple[NodeSpec, ...] = plan_nodes(config, self.layout.names)
+        self.api = HeadApi(self.head.address, config.app.dashboard_port)
+
+    # --- finding a run --------------------------------------------------------------------------------
+    @classmethod
+    def attach(cls, state_dir: str | Path = "/tmp/serve-chaos", run_id: str | None = None) -> LocalCluster:
+        """The stack that ``up`` left running (or ``run_id``'s)."""
+        state = Path(state_dir)
+        if run_id is None:
+            try:
+                run_id = (state / CURRENT_FILE).read_text().strip()
+            except FileNotFoundError:
+                raise StackError(f"no local stack is up (nothing in {state}); start one with `python -m harness up`") from None
+        layout = RunLayout(state, run_id)
+        if not layout.config_file.exists():
+            raise StackError(f"run {run_id} has no state in {layout.root}; it is gone or was never up")
+        cluster = cls(layout.read_config(), run_id=run_id, secret=layout.read_secret())
+        cluster.nodes = layout.read_nodes()
+        return cluster
+
+    @property
+    def head(self) -> NodeSpec:
+        return next(n for n in self.nodes if n.role == "head")
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise StackError(f"no node named {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
+
+    # --- up -------------------------------------------------------------------------------------------
+    def up(self, progress: Progress = _quiet) -> UpReport:
+        preflight(self.config)
+        report = UpReport(self.run_id)
+        state_dir = Path(self.config.network.state_dir)
+        live = _live_run(state_dir)
+        if live is not None:
+            raise StackError(f"a stack is already up (run {live}); run `python -m harness down` first")
+        swept = sweep(state_dir, keep=())
+        if swept:
+            progress(f"swept leftovers of earlier runs: {', '.join(swept)}")
+        check_subnet_free(self.config)
+        try:
+            self._up(report, progress)
+        except BaseException:
+            progress("bring-up failed: removing what was created")
+            self._teardown()
+            raise
+        return report
+
+    def _phase(self, report: UpReport, progress: Progress, name: str, fn: Callable[[], object]) -> None:
+        progress(f"{name} ...")
+        start = time.monotonic()
+        fn()
+        report.phases.append(Phase(name, time.monotonic() - start))
+        progress(f"{name}: done in {report.phases[-1].seconds:.1f}s")
+
+    def _up(self, report: UpReport, progress: Progress) -> None:
+        layout, cfg = self.layout, self.config
+        layout.create()
+        (Path(cfg.network.state_dir) / CURRENT_FILE).write_text(self.run_id)
+        (layout.root / "state").write_text("starting")
+        layout.write_secret(self.secret)
+        layout.write_config(cfg)
+        layout.write_nodes(self.nodes)
+        layout.serve_config_file.write_text(json.dumps(build_serve_config(cfg), indent=2))
+        self._phase(report, progress, "network", self._create_network)
+        self._start_supervisor()
+        if cfg.redis.enabled:
+            self._phase(report, progress, "redis", self._start_redis)
+        self._phase(report, progress, "head", self._start_head)
+        self._phase(report, progress, "workers", self._start_workers)
+        self._phase(report, progress, "deploy", self._deploy)
+        self._phase(report, progress, "app healthy", self.wait_healthy)
+        layout.operator_armed_file.write_text("armed")
+        (layout.root / "state").write_text("up")
+
+    def _create_network(self) -> None:
+        names, cfg = self.layout.names, self.config
+        system.create_bridge(names.bridge, bridge_address(cfg))
+        system.add_forward_accept(names.bridge, names.iptables_comment)
+        prefix = cfg.network.subnet.split("/")[1]
+        for node in self.nodes:
+            system.create_netns_with_veth(node.netns, names.veth_host(node.index), names.veth_peer(node.index),
+                                          names.bridge, f"{node.address}/{prefix}")
+
+    def _start_supervisor(self) -> None:
+        env = {**os.environ, system.LABEL_ENV: self.run_id}
+        log = self.layout.node_log("supervisor").open("ab")
+        subprocess.Popen([sys.executable, "-m", "harness.local.supervisor", str(self.layout.root)],
+                         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
+
+    def _start_redis(self) -> None:
+        self.layout.set_desired(REDIS_NODE, "running")
+        node = self.node(REDIS_NODE)
+
+        def ping() -> bool:
+            client = redis.Redis(host=node.address, port=self.config.redis.port, password=self.secret.reveal(),
+                                 socket_timeout=2, socket_connect_timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+
+        self._wait(f"Redis to answer PING at {node.address}:{self.config.redis.port}", ping,
+                   self.config.timeouts.redis_ready_s, REDIS_NODE)
+
+    def _start_head(self) -> None:
+        self.layout.set_desired(HEAD_NODE, "running")
+        self._wait(f"the head's GCS and dashboard at {self.head.address}", lambda: self.api.nodes(),
+                   self.config.timeouts.head_ready_s, HEAD_NODE)
+
+    def _start_workers(self) -> None:
+        workers = [n for n in self.nodes if n.role == "worker"]
+        for n in workers:
+            self.layout.set_desired(n.name, "running")
+
+        def all_alive() -> bool:
+            alive = {n.address for n in self.api.nodes() if n.state == "ALIVE"}
+            return all(w.address in alive for w in workers)
+
+        self._wait(f"{len(workers)} workers ALIVE in Ray's node table", all_alive,
+                   self.config.timeouts.workers_ready_s, *[w.name for w in workers])
+
+    def _deploy(self) -> None:
+        config = json.loads(self.layout.serve_config_file.read_text())
+
+        def put() -> bool:
+            self.api.deploy(config)
+            return True
+
+        try:
+            self._wait("the Serve REST API to accept the Serve config", put, self.config.timeouts.deploy_s, HEAD_NODE)
+        except StackError:
+            try:  # a refusal is the user's to fix: say what Serve answered
+                self.api.deploy(config)
+            except ServeDeployRejected as exc:
+                raise StackError(f"Serve rejected the Serve config: {self.secret.scrub(str(exc))}") from None
+            except ServeApiUnavailable:
+                pass
+            raise
+        self.layout.append_event("harness", "serve_config_applied", self.config.app.application, "initial deploy")
+
+    def wait_healthy(self, timeout_s: float | None = None) -> StackStatus:
+        """Until the app is RUNNING with every replica RUNNING and every proxy HEALTHY and answering."""
+        cfg = self.config
+        last: list[StackStatus] = []
+
+        def healthy() -> StackStatus | None:
+            status = self.status()
+            last[:] = [status]
+            problem = unhealthy_reason(status, cfg)
+            if problem:
+                raise _Unhealthy(problem)
+            for proxy in status.proxies:
+                answer_once(proxy.url or "", timeout_s=5.0)
+            return status
+
+        return self._wait(f"app {cfg.app.application!r} healthy ({cfg.app.num_replicas} replicas RUNNING, every proxy answering)",
+                          healthy, timeout_s or cfg.timeouts.app_healthy_s, HEAD_NODE, serve_logs=True)
+
+    def _wait(self, what: str, probe: Callable[[], object], timeout_s: float, *parts: str, serve_logs: bool = False):
+        try:
+            return wait_until(what, probe, timeout_s=timeout_s, interval_s=0.5,
+                              describe=lambda: self.log_tails(parts, serve_logs=serve_logs))
+        except WaitTimeout as exc:
+            raise StackError(self.secret.scrub(f"{', '.join(parts)}: {exc}")) from None
+
+    # --- down and sweep -------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Remove this run and anything earlier runs left behind; return the run ids removed."""
+        self._stop_supervisor()
+        removed = sweep(Path(self.config.network.state_dir), keep=())
+        return removed
+
+    def _teardown(self) -> None:
+        self._stop_supervisor()
+        sweep(Path(self.config.network.state_dir), keep=(), only=(self.run_id,))
+
+    def _stop_supervisor(self) -> None:
+        pid = _supervisor_pid(self.layout)
+        if pid is None:
+            return
+        system.signal_pids([pid], signal.SIGTERM)
+        try:
+            wait_until("the node supervisor to stop every node and exit", lambda: not system.pid_alive(pid),
+                       timeout_s=5, interval_s=0.05)
+        except WaitTimeout:
+            pass  # the sweep kills what is left, by label
+
+    # --- queries --------------------------------------------------------------------------------------
+    def status(self) -> StackStatus:
+        by_ip = {n.address: n.name for n in self.nodes}
+        ray_nodes = {}
+        controller = None
+        proxies: tuple[ProxyInfo, ...] = ()
+        replicas: tuple[ReplicaInfo, ...] = ()
+        apps = ()
+        reachable = True
+        try:
+            ray_nodes = {n.address: n for n in self.api.nodes() if n.state == "ALIVE" or n.address not in ray_nodes}
+            snap = self.api.serve()
+            actors = {a.actor_id: a for a in self.api.actors(state="ALIVE")}
+            if snap.controller_actor_id:
+                actor = actors.get(snap.controller_actor_id)
+                controller = ControllerInfo(actor.pid if actor else None, by_ip.get(snap.controller_node_ip or ""),
+                                            snap.controller_actor_id)
+            proxies = tuple(
+                ProxyInfo(by_ip.get(ip or ""), f"http://{ip}:{self.config.app.serve_port}{self._route()}" if ip else None,
+                          status, actor_id, actors[actor_id].pid if actor_id in actors else None)
+                for ip, status, actor_id in snap.proxies
+            )
+            replicas = tuple(ReplicaInfo(r.replica_id, r.deployment, by_ip.get(ip or ""), r.pid, r.state, r.actor_id)
+                             for r, ip in snap.replicas)
+            apps = snap.apps
+        except ServeApiUnavailable:
+            reachable = False
+        nodes = tuple(
+            NodeInfo(n.name, n.role, n.address, self.node_alive(n.name),
+                     ray_nodes[n.address].node_id if n.address in ray_nodes else None,
+                     ray_nodes[n.address].state if n.address in ray_nodes else None)
+            for n in self.nodes if n.is_ray
+        )
+        return StackStatus(self.run_id, nodes, controller, proxies, replicas, tuple(apps), reachable)
+
+    def _route(self) -> str:
+        prefix = build_serve_config(self.config)["applications"][0].get("route_prefix") or "/"
+        return prefix
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(Endpoint(n.name, f"http://{n.address}:{self.config.app.serve_port}{self._route()}")
+                     for n in self.nodes if n.is_ray)
+
+    def node_processes(self, node: str) -> tuple[NodeProcess, ...]:
+        spec = self.node(node)
+        procs = []
+        for pid in system.netns_pids(spec.netns):
+            nspid = system.ns_pid(pid)
+            if nspid is None or not system.pid_alive(pid):
+                continue
+            procs.append(NodeProcess(node, pid, nspid, system.process_name(pid),
+                                     self.secret.scrub(system.process_cmdline(pid))[:300]))
+        return tuple(procs)
+
+    def node_alive(self, node: str) -> bool:
+        return any(p.ns_pid == 1 for p in self.node_processes(node))
+
+    def events(self) -> tuple[StackEvent, ...]:
+        return self.layout.read_events()
+
+    # --- fault primitives -----------------------------------------------------------------------------
+    def kill_node(self, node: str) -> None:
+        """SIGKILL every process of the node (a pod kill); its restart policy decides what follows."""
+        spec = self.node(node)
+        pids = system.netns_pids(spec.netns)
+        if not pids:
+            raise StackError(f"node {node} has no processes to kill")
+        system.signal_pids(pids, signal.SIGKILL)
+        self.layout.append_event("harness", "node_killed", node, f"SIGKILL to {len(pids)} processes")
+
+    def stop_node(self, node: str, timeout_s: float = 15) -> None:
+        self.layout.set_desired(self.node(node).name, "stopped")
+        wait_until(f"node {node} to have no processes", lambda: not self.node_processes(node), timeout_s=timeout_s,
+                   interval_s=0.1, describe=lambda: str([p.name for p in self.node_processes(node)]))
+
+    def start_node(self, node: str, timeout_s: float = 15) -> None:
+        self.layout.set_desired(self.node(node).name, "running")
+        wait_until(f"node {node} to run", lambda: self.node_alive(node), timeout_s=timeout_s, interval_s=0.1)
+
+    def freeze_node(self, node: str) -> None:
+        pids = system.netns_pids(self.node(node).netns)
+        system.signal_pids(pids, signal.SIGSTOP)
+        self.layout.append_event("harness", "node_frozen", node, f"SIGSTOP to {len(pids)} processes")
+
+    def thaw_node(self, node: str) -> None:
+        pids = system.netns_pids(self.node(node).netns)
+        system.signal_pids(pids, signal.SIGCONT)
+        self.layout.append_event("harness", "node_thawed", node, f"SIGCONT to {len(pids)} processes")
+
+    def run_driver(self, snippet: str, timeout_s: float = 60.0, node: str = HEAD_NODE) -> DriverResult:
+        """Run Python as a Ray driver inside a node's namespaces (the guide's ``kubectl exec ... python``).
+
+        The snippet runs after ``ray.init`` attached to the cluster; ``ray`` is imported.
+        """
+        spec = self.node(node)
+        init = next((p.host_pid for p in self.node_processes(node) if p.ns_pid == 1), None)
+        if init is None:
+            raise StackError(f"node {node} is not running: no driver can attach there")
+        prelude = (
+            "import ray\n"
+            f"ray.init(address='{self.head.address}:{self.config.gcs.port}', _node_ip_address='{spec.address}', "
+            "logging_level='ERROR', log_to_driver=False)\n"
+        )
+        env = {**os.environ, system.LABEL_ENV: self.run_id, "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        try:
+            proc = subprocess.run(["nsenter", "-t", str(init), "-p", "-m", "-n", "--", sys.executable, "-c",
+                                   prelude + snippet], capture_output=True, text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired as exc:
+            return DriverResult(-1, _text(exc.stdout), f"driver timed out after {timeout_s:g}s\n{_text(exc.stderr)}")
+        return DriverResult(proc.returncode, self.secret.scrub(proc.stdout), self.secret.scrub(proc.stderr))
+
+    def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
+        result = self.run_driver(
+            f"ray.kill(ray.get_actor({name!r}, namespace={namespace!r}), no_restart={no_restart!r})\nprint('killed')"
+        )
+        self.layout.append_event("harness", "actor_killed" if result.returncode == 0 else "actor_kill_failed", name,
+                                 f"no_restart={no_restart}; {result.stderr.strip()[-300:]}")
+        return result
+
+    # --- diagnostics ----------------------------------------------------------------------------------
+    def log_tails(self, parts: tuple[str, ...] | list[str], serve_logs: bool = False) -> str:
+        """The last lines of the logs of ``parts`` (node names), secrets scrubbed."""
+        files: list[Path] = []
+        for part in parts:
+            files.append(self.layout.node_log(part))
+            logs = self.layout.ray_temp_dir(part) / "session_latest" / "logs"
+            if part == HEAD_NODE:
+                files += [logs / "gcs_server.out", logs / "dashboard.log"]
+            if serve_logs:
+                files += sorted((logs / "serve").glob("controller_*.log"))
+                files += sorted((logs / "serve").glob("replica_*.log"))[-1:]
+        out = []
+        for f in files:
+            try:
+                lines = f.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            except OSError:
+                continue
+            out.append(f"--- tail of {f} ---\n" + "\n".join(lines))
+        return self.secret.scrub("\n".join(out))
+
+
+class _Unhealthy(Exception):
+    pass
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def unhealthy_reason(status: StackStatus, cfg: StackConfig) -> str | None:
+    if not status.serve_api_reachable:
+        return "the Serve REST API on the head does not answer"
+    app = next((a for a in status.apps if a.name == cfg.app.application), None)
+    if app is None:
+        return f"no application {cfg.app.application!r}"
+    if app.status != "RUNNING":
+        return f"application {app.name!r} is {app.status}"
+    running = [r for r in status.replicas if r.deployment == cfg.app.deployment and r.state == "RUNNING" and r.pid]
+    if len(running) != cfg.app.num_replicas:
+        return f"{len(running)}/{cfg.app.num_replicas} replicas of {cfg.app.deployment} RUNNING"
+    if status.controller is None:
+        return "no Serve controller"
+    bad = [p for p in status.proxies if p.status != "HEALTHY"]
+    if bad or not status.proxies:
+        return f"proxies not HEALTHY: {[(p.node, p.status) for p in bad]}" if bad else "no proxy"
+    return None
+
+
+def answer_once(url: str, timeout_s: float) -> str:
+    resp = requests.get(url, timeout=timeout_s)
+    if resp.status_code != 200:
+        raise RuntimeError(f"{url} answered HTTP {resp.status_code}")
+    return resp.text
+
+
+# --- config to Serve config -------------------------------------------------------------------------------
+
+def build_serve_config(cfg: StackConfig) -> dict:
+    """The Serve config file with the stack config's [app] keys applied."""
+    path = cfg.resolve(cfg.app.serve_config)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"key 'app.serve_config': {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"key 'app.serve_config': {path} is not valid YAML: {exc}") from None
+    serve = copy.deepcopy(raw)
+    apps = serve.get("applications") if isinstance(serve, dict) else None
+    if not isinstance(apps, list):
+        raise ConfigError(f"key 'app.serve_config': {path} has no 'applications' list")
+    app = next((a for a in apps if a.get("name") == cfg.app.application), None)
+    if app is None:
+        raise ConfigError(f"key 'app.application': no application {cfg.app.application!r} in {path}")
+    app["import_path"] = cfg.app.import_path
+    deployments = app.setdefault("deployments", [])
+    dep = next((d for d in deployments if d.get("name") == cfg.app.deployment), None)
+    if dep is None:
+        dep = {"name": cfg.app.deployment}
+        deployments.append(dep)
+    dep["num_replicas"] = cfg.app.num_replicas
+    if cfg.app.max_replicas_per_node:
+        dep["max_replicas_per_node"] = cfg.app.max_replicas_per_node
+    else:
+        dep.pop("max_replicas_per_node", None)
+    serve.setdefault("http_options", {})["port"] = cfg.app.serve_port
+    serve["http_options"].setdefault("host", "0.0.0.0")
+    return serve
+
+
+# --- preflight ----------------------------------------------------------------------------------------------
+
+REQUIRED_TOOLS = {
+    "ip": "iproute2", "iptables": "iptables", "unshare": "util-linux", "nsenter": "util-linux",
+}
+
+
+def preflight(cfg: StackConfig) -> None:
+    """Everything that can be checked before anything is created."""
+    if os.geteuid() != 0 and not _has_cap_net_admin():
+        raise StackError("the local backend needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network and "
+                         "PID namespaces: run it as root or with sudo")
+    tools = dict(REQUIRED_TOOLS)
+    if cfg.redis.enabled:
+        tools["redis-server"] = "redis-server"
+    for tool, package in tools.items():
+        if shutil.which(tool) is None:
+            raise StackError(f"{tool} not found on PATH: install the Debian package {package} "
+                             f"(`apt-get install {package}`, or `make setup`)")
+    build_serve_config(cfg)
+    check_import_path(cfg)
+
+
+def _has_cap_net_admin() -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            caps = int(line.split()[1], 16)
+            return bool(caps & (1 << 12)) and bool(caps & (1 << 21))
+    return False
+
+
+def check_import_path(cfg: StackConfig) -> None:
+    module, sep, attr = cfg.app.import_path.partition(":")
+    if not sep:
+        module, _, attr = cfg.app.import_path.rpartition(".")
+    code = f"import importlib\nm = importlib.import_module({module!r})\ngetattr(m, {attr!r})\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*cfg.app.python_path, os.environ.get("PYTHONPATH", "")]),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise StackError(f"app import path {cfg.app.import_path!r} does not import with python_path "
+                         f"{cfg.app.python_path}: {last}")
+
+
+def check_subnet_free(cfg: StackConfig) -> None:
+    import ipaddress
+
+    net = ipaddress.ip_network(cfg.network.subnet)
+    for iface, cidr in system.addresses_in_use():
+        if ipaddress.ip_interface(cidr).network.overlaps(net):
+            raise StackError(f"address {cidr} on {iface} is already in network.subnet {net}: "
+                             f"choose another subnet (key network.subnet) or remove that address")
+    for route in system.routes_in_use():
+        if route != "default" and ipaddress.ip_network(route, strict=False).overlaps(net):
+            raise StackError(f"a route to {route} already covers network.subnet {net}: choose another subnet")
+
+
+# --- runs, sweeping -------------------------------------------------------------------------------------------
+
+def _supervisor_pid(layout: RunLayout) -> int | None:
+    try:
+        pid = int(layout.supervisor_pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if system.labeled_processes().get(pid) == layout.run_id else None
+
+
+def _live_run(state_dir: Path) -> str | None:
+    """The run id of a stack that finished ``up`` and whose supervisor still runs."""
+    try:
+        run_id = (state_dir / CURRENT_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    layout = RunLayout(state_dir, run_id)
+    try:
+        state = (layout.root / "state").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return run_id if state == "up" and _supervisor_pid(layout) is not None else None
+
+
+def find_runs(state_dir: Path) -> set[str]:
+    """Run ids of everything labelled by the harness on this machine: processes, namespaces, links, rules, folders."""
+    runs = set(system.labeled_processes().values())
+    runs |= {m.group(0) for ns in system.list_netns() if (m := system.RUN_ID_RE.match(ns))}
+    runs |= {m.group(0) for link in system.list_links() if (m := system.RUN_ID_RE.match(link))}
+    for rule in system.iptables_rules_with_comment(system.IPTABLES_COMMENT_PREFIX):
+        runs |= set(system.RUN_ID_RE.findall(" ".join(rule)))
+    if state_dir.is_dir():
+        runs |= {p.name for p in state_dir.iterdir() if p.is_dir() and system.RUN_ID_RE.fullmatch(p.name)}
+    return {r for r in runs if system.RUN_ID_RE.fullmatch(r)}
+
+
+def sweep(state_dir: Path, keep: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> list[str]:
+    """Remove every labelled thing of every run (or of ``only``), except runs in ``keep``. Each step runs even if
+    another failed; processes go first (by label and by namespace), then rules, links, namespaces, folders."""
+    runs = sorted((set(only) if only is not None else find_runs(state_dir)) - set(keep))
+    errors: list[str] = []
+    for run_id in runs:
+        names = system.Names(run_id)
+        netns = [ns for ns in system.list_netns() if ns.startswith(f"{run_id}-")]
+
+        def victims() -> list[int]:
+            pids = {pid for pid, rid in system.labeled_processes().items() if rid == run_id}
+            for ns in netns:
+                pids |= set(system.netns_pids(ns))
+            pids.discard(os.getpid())
+            return [p for p in pids if system.pid_alive(p)]
+
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("kill processes", lambda: system.signal_pids(victims(), signal.SIGKILL)),
+            ("processes gone", lambda: wait_until(f"processes of run {run_id} to exit", lambda: not victims(),
+                                                  timeout_s=10, interval_s=0.05, describe=lambda: str(victims()))),
+            ("iptables rules", lambda: [system.delete_iptables_rule(r) for r in
+                                        system.iptables_rules_with_comment(names.iptables_comment)]),
+            ("links", lambda: [system.delete_link(link) for link in system.list_links()
+                               if link.startswith(run_id) and link != names.bridge]),
+            ("bridge", lambda: system.delete_link(names.bridge)),
+            ("namespaces", lambda: [system.delete_netns(ns) for ns in netns]),
+            ("run folder", lambda: RunLayout(state_dir, run_id).remove()),
+        ]
+        for label, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - one failing cleanup must not stop the others
+                errors.append(f"{run_id}: {label}: {exc}")
+        current = state_dir / CURRENT_FILE
+        if current.exists() and current.read_text().strip() == run_id:
+            current.unlink()
+    if errors:
+        raise StackError("sweep left something behind:\n" + "\n".join(errors))
+    return runs

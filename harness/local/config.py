@@ -1,0 +1,194 @@
+"""The local stack's configuration: the shipped TOML file, a user's overrides, typed and validated.
+
+A user's file is merged key by key over ``cluster/local.toml``; an unknown key or a value of the wrong
+type is an error that names the key and says what was expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "cluster" / "local.toml"
+
+
+class ConfigError(ValueError):
+    """A stack configuration that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class NetworkConfig(_Section):
+    subnet: str
+    state_dir: str
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, value: str) -> str:
+        net = ipaddress.ip_network(value, strict=True)
+        if net.version != 4 or not net.is_private or net.num_addresses < 16:
+            raise ValueError("expected a private IPv4 network with room for the nodes, such as 10.213.7.0/24")
+        return value
+
+
+class RedisConfig(_Section):
+    enabled: bool
+    port: int = Field(ge=1, le=65535)
+    password_env: str
+    appendonly: bool
+
+
+class GcsConfig(_Section):
+    gcs_ft: bool
+    port: int = Field(ge=1, le=65535)
+    storage_namespace: str
+
+
+class NodeGroupConfig(_Section):
+    cpus: int = Field(ge=0)
+    object_store_mb: int = Field(ge=78)  # Ray's floor is 75 MiB
+    restart: Literal["always", "never"]
+    restart_delay_s: float = Field(ge=0)
+    env: dict[str, str]
+
+
+class WorkersConfig(NodeGroupConfig):
+    count: int = Field(ge=0, le=20)
+
+
+class AppConfig(_Section):
+    serve_config: str
+    import_path: str
+    python_path: list[str]
+    application: str
+    deployment: str
+    num_replicas: int = Field(ge=0)
+    max_replicas_per_node: int = Field(ge=0)
+    serve_port: int = Field(ge=1, le=65535)
+    dashboard_port: int = Field(ge=1, le=65535)
+
+    @field_validator("import_path")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        module, sep, attr = value.partition(":")
+        if not module or (sep and not attr):
+            raise ValueError("expected 'module:attribute' or 'module.attribute'")
+        return value
+
+
+class OperatorConfig(_Section):
+    enabled: bool
+    period_s: float = Field(gt=0)
+    missing_grace_s: float = Field(ge=0)
+
+
+class TimeoutsConfig(_Section):
+    redis_ready_s: float = Field(gt=0)
+    head_ready_s: float = Field(gt=0)
+    workers_ready_s: float = Field(gt=0)
+    deploy_s: float = Field(gt=0)
+    app_healthy_s: float = Field(gt=0)
+
+
+class StackConfig(_Section):
+    network: NetworkConfig
+    redis: RedisConfig
+    gcs: GcsConfig
+    head: NodeGroupConfig
+    workers: WorkersConfig
+    app: AppConfig
+    operator: OperatorConfig
+    timeouts: TimeoutsConfig
+    # where relative paths of [app] resolve: the folder of the file that set them
+    base_dir: str = "."
+
+    @property
+    def gcs_ft(self) -> bool:
+        return self.gcs.gcs_ft and self.redis.enabled
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    def serve_ports_clash(self) -> str | None:
+        """Ports that would collide on the head node, where GCS, dashboard and a proxy all listen."""
+        head_ports = {"gcs.port": self.gcs.port, "app.dashboard_port": self.app.dashboard_port,
+                      "app.serve_port": self.app.serve_port}
+        seen: dict[int, str] = {}
+        for key, port in head_ports.items():
+            if port in seen:
+                return f"{seen[port]} and {key} are both {port}: they listen on the same node"
+            seen[port] = key
+        return None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "env":
+            out[key] = _merge(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"stack config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"stack config {path} is not valid TOML: {exc}") from None
+
+
+def _rebase_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make a file's relative [app] paths absolute against that file's folder."""
+    app = data.get("app")
+    if not isinstance(app, dict):
+        return data
+    app = dict(app)
+    if isinstance(app.get("serve_config"), str):
+        app["serve_config"] = str((base / app["serve_config"]).resolve())
+    if isinstance(app.get("python_path"), list):
+        app["python_path"] = [str((base / p).resolve()) if isinstance(p, str) else p for p in app["python_path"]]
+    return {**data, "app": app}
+
+
+def load_config(user_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StackConfig:
+    """The shipped defaults, then the user's file, then programmatic overrides (e.g. from a scenario)."""
+    data = _rebase_paths(_read_toml(DEFAULT_CONFIG), DEFAULT_CONFIG.parent)
+    if user_file is not None:
+        path = Path(user_file).resolve()
+        data = _merge(data, _rebase_paths(_read_toml(path), path.parent))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        config = StackConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    clash = config.serve_ports_clash()
+    if clash:
+        raise ConfigError(f"stack config: {clash}")
+    return config
+
+
+def _describe(exc: pydantic.ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"stack config: unknown key '{key}'")
+        elif err["type"] == "missing":
+            lines.append(f"stack config: missing key '{key}'")
+        else:
+            lines.append(f"stack config: key '{key}': {err['msg']} (got {err['input']!r})")
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Reading and changing Serve through the head's HTTP APIs (Serve REST API, Ray State API).
+
+The raw JSON stays in this module; callers get the typed records of ``harness.cluster``. These APIs
+live on the head: while it is down they fail with ``ServeApiUnavailable``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+
+from harness.cluster import AppInfo, ControllerInfo, ProxyInfo, ReplicaInfo
+
+SERVE_PATH = "/api/serve/applications/"
+
+
+class ServeApiUnavailable(RuntimeError):
+    """The head's dashboard did not answer (head down, starting, or overloaded)."""
+
+
+class ServeDeployRejected(RuntimeError):
+    """The Serve REST API refused a config; the message has its answer."""
+
+
+@dataclass(frozen=True)
+class RayNode:
+    node_id: str
+    address: str
+    state: str  # ALIVE | DEAD
+
+
+@dataclass(frozen=True)
+class RayActor:
+    actor_id: str
+    class_name: str
+    name: str
+    state: str
+    pid: int | None
+    node_id: str | None
+
+
+@dataclass(frozen=True)
+class ServeSnapshot:
+    """One answer of the Serve REST API, typed; node names are resolved by the caller."""
+
+    controller_actor_id: str | None
+    controller_node_ip: str | None
+    proxies: tuple[tuple[str | None, str, str], ...]  # (node_ip, status, actor_id)
+    replicas: tuple[tuple[ReplicaInfo, str | None], ...]  # (replica with node=None, node_ip)
+    apps: tuple[AppInfo, ...]
+
+
+class HeadApi:
+    def __init__(self, head_address: str, dashboard_port: int, timeout_s: float = 5.0):
+        self.base = f"http://{head_address}:{dashboard_port}"
+        self.timeout_s = timeout_s
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> object:
+        try:
+            resp = requests.get(self.base + path, params=params, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise ServeApiUnavailable(f"{self.base}{path}: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise ServeApiUnavailable(f"{self.base}{path}: HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp.json()
+
+    def serve(self) -> ServeSnapshot:
+        data = self._get(SERVE_PATH)
+        assert isinstance(data, dict)
+        controller = data.get("controller_info") or {}
+        proxies = tuple(
+            (p.get("node_ip"), str(p.get("status", "UNKNOWN")), str(p.get("actor_id") or ""))
+            for p in (data.get("proxies") or {}).values()
+        )
+        replicas = []
+        apps = []
+        for app_name, app in (data.get("applications") or {}).items():
+            apps.append(AppInfo(app_name, str(app.get("status", "UNKNOWN")), app.get("route_prefix")))
+            for dep_name, dep in (app.get("deployments") or {}).items():
+                for r in dep.get("replicas") or []:
+                    replicas.append((ReplicaInfo(
+                        replica_id=str(r.get("replica_id")), deployment=dep_name, node=None,
+                        pid=r.get("pid"), state=str(r.get("state")), actor_id=r.get("actor_id"),
+                    ), r.get("node_ip")))
+        return ServeSnapshot(
+            controller_actor_id=controller.get("actor_id"),
+            controller_node_ip=controller.get("node_ip"),
+            proxies=proxies, replicas=tuple(replicas), apps=tuple(apps),
+        )
+
+    def _state_list(self, what: str, filters: list[tuple[str, str]]) -> list[dict]:
+        params = {"limit": "10000", "detail": "1"}
+        if filters:
+            params["filter_keys"] = [k for k, _ in filters]  # type: ignore[assignment]
+            params["filter_predicates"] = ["=" for _ in filters]  # type: ignore[assignment]
+            params["filter_values"] = [v for _, v in filters]  # type: ignore[assignment]
+        data = self._get(f"/api/v0/{what}", params)
+        assert isinstance(data, dict)
+        return list(data["data"]["result"]["result"])
+
+    def nodes(self) -> tuple[RayNode, ...]:
+        return tuple(RayNode(str(n["node_id"]), str(n["node_ip"]), str(n["state"])) for n in self._state_list("nodes", []))
+
+    def actors(self, class_name: str | None = None, state: str | None = None) -> tuple[RayActor, ...]:
+        filters = []
+        if class_name:
+            filters.append(("class_name", class_name))
+        if state:
+            filters.append(("state", state))
+        return tuple(
+            RayActor(str(a["actor_id"]), str(a.get("class_name", "")), str(a.get("name") or ""),
+                     str(a["state"]), a.get("pid") or None, a.get("node_id"))
+            for a in self._state_list("actors", filters)
+        )
+
+    def deploy(self, serve_config: dict) -> None:
+        try:
+            resp = requests.put(self.base + SERVE_PATH, json=serve_config, timeout=max(self.timeout_s, 30.0))
+        except requests.RequestException as exc:
+            raise ServeApiUnavailable(f"{self.base}{SERVE_PATH}: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise ServeDeployRejected(f"HTTP {resp.status_code}: {resp.text[-2000:]}")
+
+
+def controller_of(snapshot: ServeSnapshot, actors: tuple[RayActor, ...]) -> tuple[str, int | None] | None:
+    """(actor_id, pid) of the live controller, or None when Serve has none."""
+    if not snapshot.controller_actor_id:
+        return None
+    pid = next((a.pid for a in actors if a.actor_id == snapshot.controller_actor_id), None)
+    return snapshot.controller_actor_id, pid
+
+
+__all__ = ["HeadApi", "RayActor", "RayNode", "ServeApiUnavailable", "ServeDeployRejected", "ServeSnapshot",
+           "ControllerInfo", "ProxyInfo"]

@@ -1,0 +1,61 @@
+"""The one way to wait: a deadline, a named subject, and the last thing seen in the error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import tenacity
+
+T = TypeVar("T")
+
+
+class WaitTimeout(TimeoutError):
+    """Raised when a wait's deadline passes; the message names what was awaited and what was last seen."""
+
+
+def wait_until(
+    what: str,
+    probe: Callable[[], T],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.5,
+    describe: Callable[[], str] | None = None,
+) -> T:
+    """Call ``probe`` until it returns a truthy value (returned) or ``timeout_s`` passes.
+
+    Exceptions from the probe count as "not yet" and the last one is reported, like Ray's
+    ``wait_for_condition``. ``describe`` adds context to the timeout message (e.g. a log tail).
+    """
+    last: list[str] = ["nothing yet"]
+
+    def attempt() -> T:
+        try:
+            value = probe()
+        except Exception as exc:  # noqa: BLE001 - a failing probe is "not yet", and is reported
+            last[0] = f"{type(exc).__name__}: {exc}"
+            raise
+        if not value:
+            last[0] = f"probe returned {value!r}"
+            raise _NotYet()
+        return value
+
+    try:
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_delay(timeout_s),
+            wait=tenacity.wait_fixed(interval_s),
+            retry=tenacity.retry_if_exception_type(Exception),
+            reraise=False,
+        )(attempt)
+    except tenacity.RetryError:
+        extra = ""
+        if describe is not None:
+            try:
+                extra = "\n" + describe()
+            except Exception as exc:  # noqa: BLE001
+                extra = f"\n(could not describe: {exc})"
+        raise WaitTimeout(f"timed out after {timeout_s:.0f}s waiting for {what}; last seen: {last[0]}{extra}") from None
+
+
+class _NotYet(Exception):
+    pass
