@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,6 +37,7 @@ from harness.waiting import WaitTimeout, wait_until
 
 CURRENT_FILE = "current"
 LOG_TAIL_LINES = 25
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class StackError(RuntimeError):
@@ -182,13 +184,13 @@ class LocalCluster:
             finally:
                 client.close()
 
-        self._wait(f"Redis to answer PING at {node.address}:{self.config.redis.port}", ping,
-                   self.config.timeouts.redis_ready_s, REDIS_NODE)
+        self._wait("redis", f"Redis to answer PING at {node.address}:{self.config.redis.port}", ping,
+                   self.config.timeouts.redis_ready_s, [REDIS_NODE])
 
     def _start_head(self) -> None:
         self.layout.set_desired(HEAD_NODE, "running")
-        self._wait(f"the head's GCS and dashboard at {self.head.address}", lambda: self.api.nodes(),
-                   self.config.timeouts.head_ready_s, HEAD_NODE)
+        self._wait("head", f"the head's GCS and dashboard at {self.head.address}", lambda: self.api.nodes(),
+                   self.config.timeouts.head_ready_s, [HEAD_NODE])
 
     def _start_workers(self) -> None:
         workers = [n for n in self.nodes if n.role == "worker"]
@@ -199,8 +201,8 @@ class LocalCluster:
             alive = {n.address for n in self.api.nodes() if n.state == "ALIVE"}
             return all(w.address in alive for w in workers)
 
-        self._wait(f"{len(workers)} workers ALIVE in Ray's node table", all_alive,
-                   self.config.timeouts.workers_ready_s, *[w.name for w in workers])
+        self._wait("workers", f"{len(workers)} workers ALIVE in Ray's node table", all_alive,
+                   self.config.timeouts.workers_ready_s, [w.name for w in workers])
 
     def _deploy(self) -> None:
         config = json.loads(self.layout.serve_config_file.read_text())
@@ -210,7 +212,8 @@ class LocalCluster:
             return True
 
         try:
-            self._wait("the Serve REST API to accept the Serve config", put, self.config.timeouts.deploy_s, HEAD_NODE)
+            self._wait("deploy", "the Serve REST API to accept the Serve config", put, self.config.timeouts.deploy_s,
+                       [HEAD_NODE])
         except StackError:
             try:  # a refusal is the user's to fix: say what Serve answered
                 self.api.deploy(config)
@@ -236,15 +239,18 @@ class LocalCluster:
                 answer_once(proxy.url or "", timeout_s=5.0)
             return status
 
-        return self._wait(f"app {cfg.app.application!r} healthy ({cfg.app.num_replicas} replicas RUNNING, every proxy answering)",
-                          healthy, timeout_s or cfg.timeouts.app_healthy_s, HEAD_NODE, serve_logs=True)
+        return self._wait("app", f"app {cfg.app.application!r} healthy ({cfg.app.num_replicas} replicas RUNNING, "
+                          "every proxy answering)", healthy, timeout_s or cfg.timeouts.app_healthy_s, [HEAD_NODE],
+                          serve_logs=True)
 
-    def _wait(self, what: str, probe: Callable[[], object], timeout_s: float, *parts: str, serve_logs: bool = False):
+    def _wait(self, part: str, what: str, probe: Callable[[], object], timeout_s: float, log_nodes: list[str],
+              serve_logs: bool = False):
+        """Wait for one part of the stack; on timeout a StackError names the part and shows its logs' tails."""
         try:
             return wait_until(what, probe, timeout_s=timeout_s, interval_s=0.5,
-                              describe=lambda: self.log_tails(parts, serve_logs=serve_logs))
+                              describe=lambda: self.log_tails(log_nodes, serve_logs=serve_logs))
         except WaitTimeout as exc:
-            raise StackError(self.secret.scrub(f"{', '.join(parts)}: {exc}")) from None
+            raise StackError(self.secret.scrub(f"{part}: {exc}")) from None
 
     # --- down and sweep -------------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -407,7 +413,7 @@ class LocalCluster:
             except OSError:
                 continue
             out.append(f"--- tail of {f} ---\n" + "\n".join(lines))
-        return self.secret.scrub("\n".join(out))
+        return self.secret.scrub(ANSI_RE.sub("", "\n".join(out)))
 
 
 class _Unhealthy(Exception):
@@ -421,21 +427,21 @@ def _text(data: bytes | str | None) -> str:
 
 
 def unhealthy_reason(status: StackStatus, cfg: StackConfig) -> str | None:
+    """Why the stack is not healthy yet, or None when it is."""
     if not status.serve_api_reachable:
         return "the Serve REST API on the head does not answer"
     app = next((a for a in status.apps if a.name == cfg.app.application), None)
     if app is None:
         return f"no application {cfg.app.application!r}"
-    if app.status != "RUNNING":
-        return f"application {app.name!r} is {app.status}"
     running = [r for r in status.replicas if r.deployment == cfg.app.deployment and r.state == "RUNNING" and r.pid]
-    if len(running) != cfg.app.num_replicas:
-        return f"{len(running)}/{cfg.app.num_replicas} replicas of {cfg.app.deployment} RUNNING"
+    if len(running) != cfg.app.num_replicas or app.status != "RUNNING":
+        return (f"application {app.name!r} is {app.status} with {len(running)}/{cfg.app.num_replicas} "
+                f"replicas of {cfg.app.deployment} RUNNING")
     if status.controller is None:
         return "no Serve controller"
-    bad = [p for p in status.proxies if p.status != "HEALTHY"]
+    bad = [(p.node, p.status) for p in status.proxies if p.status != "HEALTHY"]
     if bad or not status.proxies:
-        return f"proxies not HEALTHY: {[(p.node, p.status) for p in bad]}" if bad else "no proxy"
+        return f"proxies not HEALTHY: {bad}" if bad else "no proxy"
     return None
 
 
@@ -489,7 +495,7 @@ REQUIRED_TOOLS = {
 
 def preflight(cfg: StackConfig) -> None:
     """Everything that can be checked before anything is created."""
-    if os.geteuid() != 0 and not _has_cap_net_admin():
+    if not _has_namespace_caps():
         raise StackError("the local backend needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network and "
                          "PID namespaces: run it as root or with sudo")
     tools = dict(REQUIRED_TOOLS)
@@ -503,7 +509,8 @@ def preflight(cfg: StackConfig) -> None:
     check_import_path(cfg)
 
 
-def _has_cap_net_admin() -> bool:
+def _has_namespace_caps() -> bool:
+    """CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21) in the effective set: what root normally has."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("CapEff:"):
             caps = int(line.split()[1], 16)
@@ -613,3 +620,35 @@ def sweep(state_dir: Path, keep: tuple[str, ...] = (), only: tuple[str, ...] | N
     if errors:
         raise StackError("sweep left something behind:\n" + "\n".join(errors))
     return runs
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What the harness's labels still find on the machine."""
+
+    processes: tuple[int, ...]
+    netns: tuple[str, ...]
+    links: tuple[str, ...]
+    iptables_rules: tuple[str, ...]
+    run_dirs: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return any((self.processes, self.netns, self.links, self.iptables_rules, self.run_dirs))
+
+
+def leftovers(state_dir: str | Path, run_id: str | None = None) -> Leftovers:
+    """Everything labelled with ``run_id`` (or with any run id) that still exists."""
+    def ours(name: str) -> bool:
+        m = system.RUN_ID_RE.match(name)
+        return m is not None and (run_id is None or m.group(0) == run_id)
+
+    state = Path(state_dir)
+    return Leftovers(
+        processes=tuple(pid for pid, rid in system.labeled_processes().items()
+                        if (run_id is None or rid == run_id) and system.pid_alive(pid)),
+        netns=tuple(ns for ns in system.list_netns() if ours(ns)),
+        links=tuple(link for link in system.list_links() if ours(link)),
+        iptables_rules=tuple(" ".join(r) for r in system.iptables_rules_with_comment(system.IPTABLES_COMMENT_PREFIX)
+                             if run_id is None or run_id in " ".join(r)),
+        run_dirs=tuple(p.name for p in state.iterdir() if p.is_dir() and ours(p.name)) if state.is_dir() else (),
+    )

@@ -39,7 +39,7 @@ def _sigterm_as_interrupt() -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         config = load_config(args.stack_config)
         cluster = LocalCluster(config)
@@ -61,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         err.print(f"error: {exc}", highlight=False, markup=False)
         return 1
     status = cluster.status()
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(f"stack {cluster.run_id} is up in {report.total_s:.1f}s "
               f"({', '.join(f'{p.name} {p.seconds:.1f}s' for p in report.phases)})", highlight=False, markup=False)
     for node in status.nodes:

@@ -111,6 +111,13 @@ class StackConfig(_Section):
     base_dir: str = "."
 
     @property
+    def max_state_dir_len(self) -> int:
+        """Ray puts AF_UNIX sockets (107 bytes at most) at
+        <state_dir>/<run id>/ray/<node>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store."""
+        node = len(f"worker{self.workers.count}")
+        return 107 - len("/sc000000/ray/") - node - len("/session_2026-11-25_09-35-26_183849_1234567/sockets/plasma_store")
+
+    @property
     def gcs_ft(self) -> bool:
         return self.gcs.gcs_ft and self.redis.enabled
 
@@ -175,6 +182,9 @@ def load_config(user_file: str | Path | None = None, overrides: dict[str, Any] |
         config = StackConfig.model_validate(data)
     except pydantic.ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    if len(config.network.state_dir) > config.max_state_dir_len:
+        raise ConfigError(f"stack config: key 'network.state_dir': {config.network.state_dir!r} is too long for Ray's "
+                          f"socket paths (107 bytes): at most {config.max_state_dir_len} characters")
     clash = config.serve_ports_clash()
     if clash:
         raise ConfigError(f"stack config: {clash}")
