@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -59,3 +60,25 @@ def wait_until(
 
 class _NotYet(Exception):
     pass
+
+
+class HoldBroken(AssertionError):
+    """A property that had to hold through an observation window stopped holding."""
+
+
+def hold_for(what: str, probe: Callable[[], object], *, seconds: float, interval_s: float = 0.2) -> None:
+    """A negative wait, and the harness's one named observation window: ``probe`` must stay truthy for
+    ``seconds`` (e.g. "the PID must not change for 5 s"). Raises HoldBroken at the first sample where it is not."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    stop = threading.Event()
+    while True:
+        value = probe()
+        if not value:
+            raise HoldBroken(f"{what} stopped holding {seconds - (deadline - time.monotonic()):.1f}s into a "
+                             f"{seconds:g}s window (probe returned {value!r})")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        stop.wait(min(interval_s, remaining))

@@ -198,7 +198,7 @@ class LocalCluster:
             self.layout.set_desired(n.name, "running")
 
         def all_alive() -> bool:
-            alive = {n.address for n in self.api.nodes() if n.state == "ALIVE"}
+            alive = {a for a, n in self.api.newest_nodes().items() if n.state == "ALIVE"}
             return all(w.address in alive for w in workers)
 
         self._wait("workers", f"{len(workers)} workers ALIVE in Ray's node table", all_alive,
@@ -284,7 +284,7 @@ class LocalCluster:
         apps = ()
         reachable = True
         try:
-            ray_nodes = {n.address: n for n in self.api.nodes() if n.state == "ALIVE" or n.address not in ray_nodes}
+            ray_nodes = self.api.newest_nodes()
             snap = self.api.serve()
             actors = {a.actor_id: a for a in self.api.actors(state="ALIVE")}
             if snap.controller_actor_id:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import requests
 
-from harness.cluster import AppInfo, ControllerInfo, ProxyInfo, ReplicaInfo
+from harness.cluster import AppInfo, ReplicaInfo
 
 SERVE_PATH = "/api/serve/applications/"
 
@@ -28,6 +28,7 @@ class RayNode:
     node_id: str
     address: str
     state: str  # ALIVE | DEAD
+    start_time_ms: int
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,16 @@ class HeadApi:
         return list(data["data"]["result"]["result"])
 
     def nodes(self) -> tuple[RayNode, ...]:
-        return tuple(RayNode(str(n["node_id"]), str(n["node_ip"]), str(n["state"])) for n in self._state_list("nodes", []))
+        return tuple(RayNode(str(n["node_id"]), str(n["node_ip"]), str(n["state"]), int(n.get("start_time_ms") or 0))
+                     for n in self._state_list("nodes", []))
+
+    def newest_nodes(self) -> dict[str, RayNode]:
+        """Per address, the node that started last: a restarted node's old entry stays ALIVE for a while."""
+        newest: dict[str, RayNode] = {}
+        for node in self.nodes():
+            if node.address not in newest or node.start_time_ms > newest[node.address].start_time_ms:
+                newest[node.address] = node
+        return newest
 
     def actors(self, class_name: str | None = None, state: str | None = None) -> tuple[RayActor, ...]:
         filters = []
@@ -121,15 +131,3 @@ class HeadApi:
             raise ServeApiUnavailable(f"{self.base}{SERVE_PATH}: {type(exc).__name__}") from None
         if resp.status_code != 200:
             raise ServeDeployRejected(f"HTTP {resp.status_code}: {resp.text[-2000:]}")
-
-
-def controller_of(snapshot: ServeSnapshot, actors: tuple[RayActor, ...]) -> tuple[str, int | None] | None:
-    """(actor_id, pid) of the live controller, or None when Serve has none."""
-    if not snapshot.controller_actor_id:
-        return None
-    pid = next((a.pid for a in actors if a.actor_id == snapshot.controller_actor_id), None)
-    return snapshot.controller_actor_id, pid
-
-
-__all__ = ["HeadApi", "RayActor", "RayNode", "ServeApiUnavailable", "ServeDeployRejected", "ServeSnapshot",
-           "ControllerInfo", "ProxyInfo"]

@@ -1,0 +1,52 @@
+# Two commands matter (README): `make demo` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := redis-server iproute2 iptables util-linux procps python3-venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-packages demo test test-fast bench clean-stack
+
+setup: system-packages $(STAMP)
+
+# apt only when a tool is missing (apt-get update first, as on a fresh machine)
+system-packages:
+	@missing=""; \
+	for tool in redis-server:redis-server ip:iproute2 iptables:iptables unshare:util-linux nsenter:util-linux ps:procps; do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool##*:}"; \
+	done; \
+	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	@touch $(STAMP)
+
+# Bring the local stack up, show what runs, query every proxy, tear down (even on failure or Ctrl-C).
+demo: setup
+	@trap '$(PY) -m harness down' EXIT; \
+	$(PY) -m harness up && \
+	$(PY) -m harness status && \
+	for url in $$($(PY) -m harness status --json | $(PY) -c 'import json,sys; print(" ".join(p["url"] for p in json.load(sys.stdin)["proxies"]))'); do \
+	  printf '%s -> pid ' "$$url"; curl -s -m 5 "$$url"; echo; \
+	done
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not stack"
+
+bench: setup
+	$(PY) benchmarks/stack_bench.py
+
+# Remove a stack left up (e.g. after `--keep-stack`) and anything a crashed run left behind.
+clean-stack: setup
+	$(PY) -m harness down

@@ -1,0 +1,94 @@
+"""The local backend's fault primitives and its two Kubernetes roles (pod restarts, the operator), for real."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.local import system
+from harness.local.backend import LocalCluster, leftovers
+from harness.local.config import load_config
+from harness.waiting import hold_for, wait_until
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    state_dir = Path(tempfile.mkdtemp(prefix="sct-", dir="/tmp"))
+    cluster = LocalCluster(load_config(overrides={"network": {"state_dir": str(state_dir)}}))
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+        assert not leftovers(state_dir), leftovers(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def ray_node_id(cluster: LocalCluster, node: str) -> str | None:
+    return next(n.ray_node_id for n in cluster.status().nodes if n.name == node and n.ray_state == "ALIVE")
+
+
+def events_since(cluster: LocalCluster, t_mono: float) -> list[tuple[str, str, str]]:
+    return [(e.source, e.kind, e.target) for e in cluster.events() if e.t_mono >= t_mono]
+
+
+def test_killed_worker_is_restarted_by_its_policy_and_rejoins(cluster):
+    old_id = ray_node_id(cluster, "worker2")
+    old_pids = {p.host_pid for p in cluster.node_processes("worker2")}
+    mark = cluster.events()[-1].t_mono
+    cluster.kill_node("worker2")
+    wait_until("every old process of worker2 to be gone",
+               lambda: not old_pids & {p.host_pid for p in cluster.node_processes("worker2")}, timeout_s=10, interval_s=0.05)
+    wait_until("worker2 to rejoin Ray as a new node",
+               lambda: ray_node_id(cluster, "worker2") not in (None, old_id), timeout_s=60)
+    kinds = events_since(cluster, mark)
+    for expected in [("harness", "node_killed", "worker2"), ("supervisor", "node_exited", "worker2"),
+                     ("supervisor", "node_restarting", "worker2"), ("supervisor", "node_started", "worker2")]:
+        assert expected in kinds, kinds
+    cluster.wait_healthy()
+
+
+def test_stopped_node_stays_down_until_started(cluster):
+    cluster.stop_node("worker1")
+    # restart_delay_s is 1 s: three times that without processes shows the policy does not apply to a stop
+    hold_for("worker1 staying stopped", lambda: not cluster.node_processes("worker1"), seconds=3)
+    cluster.start_node("worker1")
+    assert cluster.node_alive("worker1")
+    cluster.wait_healthy()
+
+
+def test_controller_killed_for_good_comes_back_through_the_operator(cluster):
+    before = cluster.status().controller
+    assert before is not None
+    mark = cluster.events()[-1].t_mono
+    result = cluster.kill_actor("SERVE_CONTROLLER_ACTOR", no_restart=True)
+    assert result.returncode == 0, result.stderr
+    after = wait_until("a new Serve controller",
+                       lambda: (c := cluster.status().controller) is not None and c.actor_id != before.actor_id and c,
+                       timeout_s=60)
+    assert after.pid is not None
+    kinds = events_since(cluster, mark)
+    assert ("operator", "serve_missing", "app") in kinds and ("operator", "serve_config_applied", "app") in kinds, kinds
+    cluster.wait_healthy()
+
+
+def test_freeze_and_thaw_a_node(cluster):
+    procs = cluster.node_processes("worker1")
+    cluster.freeze_node("worker1")
+    try:
+        assert {system.process_state(p.host_pid) for p in procs} == {"T"}
+    finally:
+        cluster.thaw_node("worker1")
+    assert "T" not in {system.process_state(p.host_pid) for p in procs}
+
+
+def test_driver_runs_inside_the_head_like_kubectl_exec(cluster):
+    result = cluster.run_driver("print(len([n for n in ray.nodes() if n['Alive']]))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "3"
