@@ -1,0 +1,289 @@
+"""History: the append-only record of a run, the single source of truth for every verdict.
+
+Three kinds of record, all typed and frozen:
+
+- ``RequestRecord``: one HTTP request sent by Traffic, whatever its outcome;
+- ``FaultEvent``: a fault's life (inject, taken_effect, recovered, healed) or a free note;
+- ``TrafficMark``: traffic started, finished on its own, or was stopped, with its plan.
+
+On disk a History is JSON Lines (schema in ``docs/history.md``), written while the run goes: every
+``append`` is one ``os.write`` of whole lines on a file opened with ``O_APPEND``, so several processes
+(the traffic child and the scenario) can append to the same file, and a crash keeps every line written
+before it. ``History.load`` tolerates a last line cut short (a history cut at any byte still loads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from harness.cluster import Endpoint
+
+
+class ErrorKind(StrEnum):
+    """How a request ended. ``ok`` is the only success."""
+
+    OK = "ok"
+    CONNECTION_REFUSED = "connection_refused"
+    TIMEOUT = "timeout"
+    RESET = "reset"  # the connection was reset or closed under the request
+    HTTP_5XX = "http_5xx"
+    HTTP_4XX = "http_4xx"
+    WRONG_BODY = "wrong_body"  # a 2xx whose body the response check rejected
+    OTHER = "other"
+
+
+class EventKind(StrEnum):
+    INJECT = "inject"
+    TAKEN_EFFECT = "taken_effect"
+    RECOVERED = "recovered"
+    HEALED = "healed"
+    NOTE = "note"
+
+
+class TrafficPhase(StrEnum):
+    STARTED = "started"
+    FINISHED = "finished"  # reached its duration
+    STOPPED = "stopped"  # asked to stop (or its parent went away)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    t_mono: float  # send time, time.monotonic() (CLOCK_MONOTONIC: one clock for every process)
+    t_wall: float  # send time, time.time()
+    node: str  # the endpoint's node name
+    endpoint: str  # the URL requested
+    latency_s: float
+    status: int | None  # HTTP status, None when no response came
+    error: ErrorKind
+    pid: int | None = None  # the PID the response body carried, when the check extracts one
+    lag_s: float = 0.0  # how late the send was against its open-loop schedule
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is ErrorKind.OK
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    t_mono: float
+    t_wall: float
+    kind: EventKind
+    name: str  # the fault's name, e.g. KillHead; for notes, who wrote it
+    target: str  # node, actor or app the fault acts on
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TrafficMark:
+    t_mono: float
+    t_wall: float
+    traffic_id: str
+    phase: TrafficPhase
+    endpoints: tuple[Endpoint, ...]
+    rate_per_endpoint: float
+    timeout_s: float
+    duration_s: float
+    check: str
+    detail: str = ""
+
+
+Record = RequestRecord | FaultEvent | TrafficMark
+
+_TAGS: dict[type, str] = {RequestRecord: "request", FaultEvent: "fault", TrafficMark: "traffic"}
+
+
+class HistoryError(ValueError):
+    """A history file that cannot be read (beyond a truncated last line)."""
+
+
+def encode(record: Record) -> bytes:
+    """One JSON line (with its newline) for a record."""
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    if isinstance(record, TrafficMark):
+        fields["endpoints"] = [dataclasses.asdict(e) for e in record.endpoints]
+    line = json.dumps({"type": _TAGS[type(record)], **fields}, separators=(",", ":"))
+    return line.encode() + b"\n"
+
+
+def decode(obj: dict) -> Record:
+    """The record a decoded JSON line describes; unknown fields are ignored (forward compatible)."""
+    tag = obj.get("type")
+    cls = next((c for c, t in _TAGS.items() if t == tag), None)
+    if cls is None:
+        raise HistoryError(f"unknown record type {tag!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {k: v for k, v in obj.items() if k in names}
+    if cls is RequestRecord:
+        fields["error"] = ErrorKind(fields["error"])
+    elif cls is FaultEvent:
+        fields["kind"] = EventKind(fields["kind"])
+    else:
+        fields["phase"] = TrafficPhase(fields["phase"])
+        fields["endpoints"] = tuple(Endpoint(**e) for e in fields["endpoints"])
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise HistoryError(f"{tag} record with missing fields: {exc}") from None
+
+
+def _decode_line(line: bytes) -> Record:
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise HistoryError(f"a record is a JSON object, not {type(obj).__name__}")
+    return decode(obj)
+
+
+def decode_lines(data: bytes, *, final: bool) -> tuple[list[Record], bytes]:
+    """Decode the complete lines of ``data``; returns the records and the unconsumed rest.
+
+    With ``final`` the rest (a last line without newline) is decoded too if it is a whole record and
+    dropped if it was cut short; the returned rest is then that cut line (empty if none).
+    """
+    *lines, rest = data.split(b"\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(_decode_line(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HistoryError(f"line {number}: cannot read record: {exc}") from None
+    if final and rest.strip():
+        try:
+            records.append(_decode_line(rest))
+            rest = b""
+        except (ValueError, KeyError, TypeError):
+            pass  # cut short by a crash: everything before it still counts
+    return records, rest
+
+
+@dataclass(frozen=True)
+class History:
+    """A run's records, each kind sorted by monotonic time (requests by send time)."""
+
+    requests: tuple[RequestRecord, ...] = ()
+    events: tuple[FaultEvent, ...] = ()
+    traffic: tuple[TrafficMark, ...] = ()
+    truncated: bool = False  # the file's last line was cut short and left out
+
+    @classmethod
+    def of(cls, records: Iterable[Record], *, truncated: bool = False) -> History:
+        records = list(records)
+
+        def sort(kind: type) -> tuple:
+            return tuple(sorted((r for r in records if isinstance(r, kind)), key=lambda r: r.t_mono))
+
+        return cls(sort(RequestRecord), sort(FaultEvent), sort(TrafficMark), truncated)
+
+    @classmethod
+    def load(cls, path: str | Path) -> History:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise HistoryError(f"cannot read history {path}: {exc.strerror}") from None
+        try:
+            records, cut = decode_lines(data, final=True)
+        except HistoryError as exc:
+            raise HistoryError(f"{path}: {exc}") from None
+        return cls.of(records, truncated=bool(cut.strip()))
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints requests went to, in order of their first request."""
+        return tuple(dict.fromkeys(Endpoint(r.node, r.endpoint) for r in self.requests))
+
+    def select(self, endpoints: Collection[str] | None) -> History:
+        """Only the requests to these endpoints, named by node or URL (None: all)."""
+        if endpoints is None:
+            return self
+        chosen = set(endpoints)
+        requests = tuple(r for r in self.requests if r.node in chosen or r.endpoint in chosen)
+        return dataclasses.replace(self, requests=requests)
+
+    def between(self, start: float, end: float) -> History:
+        """Requests sent and events that happened in [start, end) (monotonic seconds)."""
+        return dataclasses.replace(
+            self,
+            requests=tuple(r for r in self.requests if start <= r.t_mono < end),
+            events=tuple(e for e in self.events if start <= e.t_mono < end),
+        )
+
+    def request_interval(self) -> float | None:
+        """The resolution of every figure: the interval between two requests to one endpoint.
+
+        Taken from the traffic plans (the coarsest), else estimated as the median gap between
+        consecutive requests to one endpoint; None when nothing tells.
+        """
+        planned = [1.0 / m.rate_per_endpoint for m in self.traffic if m.rate_per_endpoint > 0]
+        if planned:
+            return max(planned)
+        gaps = []
+        for endpoint in self.endpoints():
+            sends = [r.t_mono for r in self.requests if r.endpoint == endpoint.url]
+            gaps += [b - a for a, b in zip(sends, sends[1:])]
+        return statistics.median(gaps) if gaps else None
+
+
+class HistoryWriter:
+    """Appends records to a JSON Lines history as they happen; safe to share between processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def append(self, *records: Record) -> None:
+        if self._fd is None:
+            raise ValueError(f"history writer for {self.path} is closed")
+        data = b"".join(encode(r) for r in records)
+        while data:  # a regular file takes it in one write unless the disk is full
+            written = os.write(self._fd, data)
+            data = data[written:]
+
+    def event(self, kind: EventKind, name: str, target: str, detail: str = "") -> FaultEvent:
+        """Record a fault event stamped now, and return it."""
+        event = FaultEvent(time.monotonic(), time.time(), EventKind(kind), name, target, detail)
+        self.append(event)
+        return event
+
+    def note(self, text: str, *, name: str = "harness", target: str = "") -> FaultEvent:
+        return self.event(EventKind.NOTE, name, target, text)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> HistoryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HistoryTail:
+    """Reads the records appended to a history file since the last call (for progress and readiness)."""
+
+    def __init__(self, path: str | Path, *, from_end: bool = False) -> None:
+        self.path = Path(path)
+        self._offset = self.path.stat().st_size if from_end and self.path.exists() else 0
+        self._rest = b""
+
+    def read_new(self) -> list[Record]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        records, self._rest = decode_lines(self._rest + data, final=False)
+        return records
