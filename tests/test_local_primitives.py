@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.local import system
-from harness.local.backend import LocalCluster, leftovers
+from harness.local.backend import LocalCluster, find_runs, leftovers
 from harness.local.config import load_config
 from harness.waiting import hold_for, wait_until
 
@@ -92,3 +94,16 @@ def test_driver_runs_inside_the_head_like_kubectl_exec(cluster):
     result = cluster.run_driver("print(len([n for n in ray.nodes() if n['Alive']]))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "3"
+
+
+def test_down_of_another_state_folder_leaves_a_live_stack_alone(cluster, tmp_path):
+    """`down` sweeps leftovers machine-wide, but never a stack that is in use."""
+    other = tmp_path / "other.toml"
+    other.write_text('[network]\nstate_dir = "/tmp/sct-other"\n')
+    res = subprocess.run([sys.executable, "-m", "harness", "down", "--stack-config", str(other)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert cluster.run_id not in res.stdout, res.stdout
+    assert find_runs(Path("/tmp/sct-other")) == {cluster.run_id}  # what is labelled on the machine is the live stack
+    assert all(n.alive for n in cluster.status().nodes)
+    cluster.wait_healthy(timeout_s=10)

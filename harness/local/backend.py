@@ -117,7 +117,7 @@ class LocalCluster:
         live = _live_run(state_dir)
         if live is not None:
             raise StackError(f"a stack is already up (run {live}); run `python -m harness down` first")
-        swept = sweep(state_dir, keep=())
+        swept = sweep(state_dir, keep=tuple(live_runs()))
         if swept:
             progress(f"swept leftovers of earlier runs: {', '.join(swept)}")
         check_subnet_free(self.config)
@@ -141,6 +141,7 @@ class LocalCluster:
         layout.create()
         (Path(cfg.network.state_dir) / CURRENT_FILE).write_text(self.run_id)
         (layout.root / "state").write_text("starting")
+        (layout.root / "owner.pid").write_text(str(os.getpid()))
         layout.write_secret(self.secret)
         layout.write_config(cfg)
         layout.write_nodes(self.nodes)
@@ -256,8 +257,8 @@ class LocalCluster:
     def down(self) -> list[str]:
         """Remove this run and anything earlier runs left behind; return the run ids removed."""
         self._stop_supervisor()
-        removed = sweep(Path(self.config.network.state_dir), keep=())
-        return removed
+        others = tuple(rid for rid in live_runs() if rid != self.run_id)
+        return sweep(Path(self.config.network.state_dir), keep=others)
 
     def _teardown(self) -> None:
         self._stop_supervisor()
@@ -555,18 +556,33 @@ def _supervisor_pid(layout: RunLayout) -> int | None:
     return pid if system.labeled_processes().get(pid) == layout.run_id else None
 
 
+def live_runs() -> dict[str, Path]:
+    """Runs that are in use, wherever their state folder is: run id → run folder.
+
+    A run is live when its supervisor runs and either its ``up`` finished or the ``up`` that owns it is
+    still running. A run whose ``up`` died midway is not live: it is left over, and swept."""
+    live: dict[str, Path] = {}
+    for pid, run_id in system.labeled_processes().items():
+        argv = system.process_cmdline(pid).split()
+        if "harness.local.supervisor" not in argv or not system.pid_alive(pid):
+            continue
+        run_dir = Path(argv[-1])
+        try:
+            state = (run_dir / "state").read_text().strip()
+        except OSError:
+            continue
+        try:
+            owner = int((run_dir / "owner.pid").read_text())
+        except (OSError, ValueError):
+            owner = None
+        if state == "up" or (owner is not None and owner != os.getpid() and system.pid_alive(owner)):
+            live[run_id] = run_dir
+    return live
+
+
 def _live_run(state_dir: Path) -> str | None:
-    """The run id of a stack that finished ``up`` and whose supervisor still runs."""
-    try:
-        run_id = (state_dir / CURRENT_FILE).read_text().strip()
-    except FileNotFoundError:
-        return None
-    layout = RunLayout(state_dir, run_id)
-    try:
-        state = (layout.root / "state").read_text().strip()
-    except FileNotFoundError:
-        return None
-    return run_id if state == "up" and _supervisor_pid(layout) is not None else None
+    """The live run of this state folder, if any."""
+    return next((rid for rid, run_dir in live_runs().items() if run_dir.parent == state_dir), None)
 
 
 def find_runs(state_dir: Path) -> set[str]:
