@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from harness.cluster import Endpoint
-from harness.history import ErrorKind, EventKind, FaultEvent, History, RequestRecord, TrafficMark, TrafficPhase
+from harness.history import ErrorKind, EventKind, FaultEvent, RequestRecord, TrafficMark, TrafficPhase
 
 WALL_OFFSET = 1_700_000_000.0  # wall clock = monotonic + this, in built histories
 
@@ -53,6 +53,3 @@ def traffic_mark(t: float, nodes: Iterable[str], rate: float, phase: TrafficPhas
     endpoints = tuple(Endpoint(n, f"http://127.0.0.1:8000/{n}") for n in nodes)
     return TrafficMark(t, t + WALL_OFFSET, "test", phase, endpoints, rate, 2.0, 60.0, "PidBody()")
 
-
-def history(*groups: Iterable) -> History:
-    return History.of(r for group in groups for r in (group if isinstance(group, list) else [group]))

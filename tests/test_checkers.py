@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -285,7 +284,7 @@ def test_a_history_cut_at_any_point_still_yields_a_verdict(tmp_path_factory, h: 
         assert verdict.status is Status.UNKNOWN
 
 
-def test_resolution_is_stated_with_the_figures(tmp_path: Path):
+def test_resolution_is_stated_with_the_figures():
     h = History.of(steady("a", 0, 2, 0.05) + [traffic_mark(0, ["a"], 20.0)])
     verdict = check_all(h, *standard_checks(min_availability=1.0, max_outage_s=0.0))
     assert verdict.status is Status.PASS
