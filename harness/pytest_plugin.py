@@ -22,6 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--stack-config", default=None, metavar="FILE", help="stack config overriding cluster/local.toml")
     group.addoption("--keep-stack", action="store_true", help="leave the stack up after the session")
     group.addoption("--report-dir", default="reports", metavar="DIR", help="where run reports go (default: reports)")
+    group.addoption("--budgets", default=None, metavar="FILE", help="scenario budgets (default: scenarios/budgets.toml)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,7 +47,11 @@ def stack_config(pytestconfig: pytest.Config):
 
 @pytest.fixture(scope="session")
 def report_dir(pytestconfig: pytest.Config) -> Path:
-    path = Path(pytestconfig.getoption("--report-dir"))
+    """This session's report folder: <report-dir>/<date>-<time>-<hex>/."""
+    import secrets
+    import time
+
+    path = Path(pytestconfig.getoption("--report-dir")) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -63,3 +68,49 @@ def stack(stack_config, pytestconfig: pytest.Config) -> Iterator:
     finally:
         if not pytestconfig.getoption("--keep-stack"):
             cluster.down()
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pytest.Config) -> Iterator:
+    """Factory: ``scenario(cluster, name)`` gives a ScenarioRun whose folder is under the session's report
+    folder, whose budget is [name] in the budgets file, on a stack checked healthy (restored if needed).
+    Its cleanups (heal faults, stop traffic) run at teardown, even after a failure."""
+    from harness.scenario import ScenarioRun, load_budget
+
+    runs: list[ScenarioRun] = []
+
+    def make(cluster, name: str, **kwargs) -> ScenarioRun:
+        restore(cluster)
+        folder = report_dir / request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
+        run = ScenarioRun(name, cluster, folder, load_budget(name, pytestconfig.getoption("--budgets")),
+                          allowed_networks=cluster.allowed_networks(), **kwargs)
+        runs.append(run)
+        return run
+
+    yield make
+    errors = []
+    for run in reversed(runs):
+        try:
+            run.close()
+        except Exception as exc:  # noqa: BLE001 - every run's cleanup runs
+            errors.append(str(exc))
+    if errors:
+        raise RuntimeError("; ".join(errors))
+
+
+def restore(cluster) -> None:
+    """Bring a shared stack back to healthy before a scenario: nodes that should run are started, the Serve
+    config is applied if the app is gone, then the stack must be healthy."""
+    from harness.local.backend import StackError
+
+    try:
+        cluster.wait_healthy(timeout_s=20)
+        return
+    except StackError as first:
+        print(f"stack not healthy before the scenario, restoring: {first}".splitlines()[0], flush=True)
+    for node in ("head", *cluster.worker_names()):
+        if not cluster.node_alive(node):
+            cluster.start_node(node)
+    if cluster.status().controller is None:
+        cluster.apply_serve_config()
+    cluster.wait_healthy()

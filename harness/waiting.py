@@ -82,3 +82,10 @@ def hold_for(what: str, probe: Callable[[], object], *, seconds: float, interval
         if remaining <= 0:
             return
         stop.wait(min(interval_s, remaining))
+
+
+def observation_window(what: str, seconds: float) -> None:
+    """The one plain pause the harness allows: a named window during which something is observed
+    (traffic keeps running and being recorded). It waits for nothing; it lets time pass on purpose."""
+    if seconds > 0:
+        threading.Event().wait(seconds)

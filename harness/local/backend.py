@@ -5,6 +5,7 @@ and waits phase by phase until the app serves; ``down`` and ``sweep`` remove eve
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import requests
 import yaml
 
 from harness.cluster import (
-    ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, ReplicaInfo, StackEvent,
+    ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, RayActor, ReplicaInfo, StackEvent,
     StackStatus,
 )
 from harness.local import system
@@ -314,9 +315,11 @@ class LocalCluster:
         prefix = build_serve_config(self.config)["applications"][0].get("route_prefix") or "/"
         return prefix
 
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        return tuple(Endpoint(n.name, f"http://{n.address}:{self.config.app.serve_port}{self._route()}")
-                     for n in self.nodes if n.is_ray)
+    def endpoints(self, route: str | None = None) -> tuple[Endpoint, ...]:
+        """One proxy URL per node that should run (a node lost for good has none), at ``route`` (default: the app's)."""
+        path = route if route is not None else self._route()
+        return tuple(Endpoint(n.name, f"http://{n.address}:{self.config.app.serve_port}{path}")
+                     for n in self.nodes if n.is_ray and self.layout.desired(n.name) == "running")
 
     def node_processes(self, node: str) -> tuple[NodeProcess, ...]:
         spec = self.node(node)
@@ -395,7 +398,86 @@ class LocalCluster:
                                  f"no_restart={no_restart}; {result.stderr.strip()[-300:]}")
         return result
 
+    def add_worker(self, timeout_s: float = 60) -> NodeSpec:
+        """A new worker node joins (what KubeRay does when a node is lost): network, then the supervisor starts it."""
+        names, cfg = self.layout.names, self.config
+        index = max(n.index for n in self.nodes) + 1
+        number = 1 + max(int(n.name[len("worker"):]) for n in self.nodes if n.role == "worker") if any(
+            n.role == "worker" for n in self.nodes) else 1
+        net = ipaddress.ip_network(cfg.network.subnet)
+        spec = NodeSpec(f"worker{number}", "worker", index, names.netns(f"worker{number}"), str(net[index]),
+                        cfg.workers.restart, cfg.workers.restart_delay_s)
+        system.create_netns_with_veth(spec.netns, names.veth_host(index), names.veth_peer(index), names.bridge,
+                                      f"{spec.address}/{net.prefixlen}")
+        self.nodes = (*self.nodes, spec)
+        self.layout.write_nodes(self.nodes)
+        self.layout.set_desired(spec.name, "running")
+        self.layout.append_event("harness", "node_added", spec.name, spec.address)
+        wait_until(f"new node {spec.name} to be ALIVE in Ray",
+                   lambda: (n := self.api.newest_nodes().get(spec.address)) is not None and n.state == "ALIVE",
+                   timeout_s=timeout_s)
+        return spec
+
+    def allowed_networks(self) -> tuple[str, ...]:
+        """Where traffic may go: the stack's own subnet, which exists only on this machine."""
+        return (self.config.network.subnet,)
+
+    def health_problem(self) -> str | None:
+        """Why the stack is not healthy now (every app RUNNING, every replica RUNNING, proxies HEALTHY), or None."""
+        return unhealthy_reason(self.status(), self.config)
+
+    def worker_names(self) -> tuple[str, ...]:
+        """Workers whose desired state is running (a node lost for good is not one)."""
+        return tuple(n.name for n in self.nodes if n.role == "worker" and self.layout.desired(n.name) == "running")
+
+    def set_operator(self, enabled: bool) -> None:
+        """Arm or disarm the operator (a control scenario disarms it to show what it repairs)."""
+        if enabled:
+            self.layout.operator_armed_file.write_text("armed")
+        else:
+            self.layout.operator_armed_file.unlink(missing_ok=True)
+        self.layout.append_event("harness", "operator_armed" if enabled else "operator_disarmed", "operator")
+
+    def apply_serve_config(self) -> None:
+        """Apply the stack's Serve config now (what the operator does when the app is gone)."""
+        self.api.deploy(json.loads(self.layout.serve_config_file.read_text()))
+        self.layout.append_event("harness", "serve_config_applied", self.config.app.application, "applied by hand")
+
+    def scale(self, application: str, deployment: str, num_replicas: int | None) -> None:
+        """Apply the stack's Serve config with ``deployment`` of ``application`` at ``num_replicas``
+        (None: as the stack's config says). The stored config, which the operator applies, is unchanged."""
+        config = json.loads(self.layout.serve_config_file.read_text())
+        if num_replicas is not None:
+            app = next(a for a in config["applications"] if a["name"] == application)
+            dep = next(d for d in app["deployments"] if d["name"] == deployment)
+            dep["num_replicas"] = num_replicas
+        self.api.deploy(config)
+        self.layout.append_event("harness", "serve_config_applied", application,
+                                 f"{deployment} scaled to {num_replicas if num_replicas is not None else 'its config'}")
+
+    def actors(self, class_name: str | None = None, state: str | None = None) -> tuple[RayActor, ...]:
+        return self.api.actors(class_name=class_name, state=state)
+
     # --- diagnostics ----------------------------------------------------------------------------------
+    def collect_logs(self, dest: Path, max_bytes: int = 256 * 1024) -> None:
+        """What a person needs to debug a failed scenario, secrets scrubbed: the harness's node logs, each
+        node's Ray logs (last ``max_bytes`` of each), the stack's events and status."""
+        dest.mkdir(parents=True, exist_ok=True)
+        sources = list(self.layout.logs_dir.glob("*.log"))
+        for node in self.nodes:
+            logs = self.layout.ray_temp_dir(node.name) / "session_latest" / "logs"
+            for pattern in ("raylet.out", "gcs_server.out", "dashboard.log", "serve/*.log"):
+                sources += sorted(logs.glob(pattern))
+        for src in sources:
+            rel = src.relative_to(self.layout.root) if src.is_relative_to(self.layout.root) else Path(src.name)
+            target = dest / str(rel).replace("/session_latest/logs", "").replace("/", "__")
+            with src.open("rb") as fh:
+                fh.seek(max(0, src.stat().st_size - max_bytes))
+                target.write_text(self.secret.scrub(fh.read().decode(errors="replace")))
+        events = self.layout.events_file.read_text() if self.layout.events_file.exists() else ""
+        (dest / "events.jsonl").write_text(self.secret.scrub(events))
+        (dest / "status.json").write_text(json.dumps(self.status().to_json(), indent=2))
+
     def log_tails(self, parts: tuple[str, ...] | list[str], serve_logs: bool = False) -> str:
         """The last lines of the logs of ``parts`` (node names), secrets scrubbed."""
         files: list[Path] = []
@@ -438,6 +520,9 @@ def unhealthy_reason(status: StackStatus, cfg: StackConfig) -> str | None:
     if len(running) != cfg.app.num_replicas or app.status != "RUNNING":
         return (f"application {app.name!r} is {app.status} with {len(running)}/{cfg.app.num_replicas} "
                 f"replicas of {cfg.app.deployment} RUNNING")
+    others = [(a.name, a.status) for a in status.apps if a.status != "RUNNING"]
+    if others:
+        return f"applications not RUNNING: {others}"
     if status.controller is None:
         return "no Serve controller"
     bad = [(p.node, p.status) for p in status.proxies if p.status != "HEALTHY"]
@@ -534,8 +619,6 @@ def check_import_path(cfg: StackConfig) -> None:
 
 
 def check_subnet_free(cfg: StackConfig) -> None:
-    import ipaddress
-
     net = ipaddress.ip_network(cfg.network.subnet)
     for iface, cidr in system.addresses_in_use():
         if ipaddress.ip_interface(cidr).network.overlaps(net):

@@ -105,6 +105,7 @@ class StackConfig(_Section):
     head: NodeGroupConfig
     workers: WorkersConfig
     app: AppConfig
+    resources: dict[str, dict[str, float]]
     operator: OperatorConfig
     timeouts: TimeoutsConfig
     # where relative paths of [app] resolve: the folder of the file that set them
@@ -185,6 +186,10 @@ def load_config(user_file: str | Path | None = None, overrides: dict[str, Any] |
     if len(config.network.state_dir) > config.max_state_dir_len:
         raise ConfigError(f"stack config: key 'network.state_dir': {config.network.state_dir!r} is too long for Ray's "
                           f"socket paths (107 bytes): at most {config.max_state_dir_len} characters")
+    nodes = {"head", *(f"worker{i}" for i in range(1, config.workers.count + 1))}
+    for node in config.resources:
+        if node not in nodes:
+            raise ConfigError(f"stack config: key 'resources.{node}': no such node (nodes: {', '.join(sorted(nodes))})")
     clash = config.serve_ports_clash()
     if clash:
         raise ConfigError(f"stack config: {clash}")

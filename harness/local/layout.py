@@ -221,6 +221,8 @@ def node_command(config: StackConfig, layout: RunLayout, node: NodeSpec, nodes: 
             f"--num-cpus={group.cpus}",
             f"--object-store-memory={group.object_store_mb * 1024 * 1024}",
             f"--temp-dir={layout.ray_temp_dir(node.name)}"]
+    if config.resources.get(node.name):
+        argv.append(f"--resources={json.dumps(config.resources[node.name])}")
     if node.role == "head":
         argv += ["--head", f"--port={config.gcs.port}", "--include-dashboard=true",
                  "--dashboard-host=0.0.0.0", f"--dashboard-port={config.app.dashboard_port}"]

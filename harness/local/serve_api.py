@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import requests
 
-from harness.cluster import AppInfo, ReplicaInfo
+from harness.cluster import AppInfo, RayActor, ReplicaInfo
 
 SERVE_PATH = "/api/serve/applications/"
 
@@ -29,16 +29,6 @@ class RayNode:
     address: str
     state: str  # ALIVE | DEAD
     start_time_ms: int
-
-
-@dataclass(frozen=True)
-class RayActor:
-    actor_id: str
-    class_name: str
-    name: str
-    state: str
-    pid: int | None
-    node_id: str | None
 
 
 @dataclass(frozen=True)

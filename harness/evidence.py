@@ -1,0 +1,140 @@
+"""Identity evidence: who was running before and after a fault, and checks on it.
+
+A restarted process has a new PID; with a PID namespace per node PIDs restart small, so identities are
+(Ray node id, PID) for the controller, (actor id, PID) for proxies and (replica id, PID) for replicas.
+Every check here is a pure function of two StackStatus snapshots returning a Verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from harness.checkers import Status, Verdict
+from harness.cluster import StackStatus
+
+
+@dataclass(frozen=True)
+class IdentityRow:
+    kind: str  # node | controller | proxy | replica
+    what: str  # e.g. "worker1", "replica 3o6aqlf4 on worker1"
+    before: str  # "" when it did not exist
+    after: str  # "" when it is gone
+    changed: bool
+
+
+def _node_ids(status: StackStatus) -> dict[str, str]:
+    return {n.name: n.ray_node_id or "" for n in status.nodes}
+
+
+def _controller(status: StackStatus) -> str:
+    c = status.controller
+    if c is None:
+        return ""
+    return f"pid {c.pid} on {c.node} (node {(_node_ids(status).get(c.node or '') or '?')[:8]}, actor {c.actor_id[:8]})"
+
+
+def identities(before: StackStatus, after: StackStatus) -> tuple[IdentityRow, ...]:
+    rows = []
+    nb, na = _node_ids(before), _node_ids(after)
+    for name in dict.fromkeys([*nb, *na]):
+        rows.append(IdentityRow("node", name, nb.get(name, "")[:12], na.get(name, "")[:12], nb.get(name) != na.get(name)))
+    cb, ca = _controller(before), _controller(after)
+    rows.append(IdentityRow("controller", "Serve controller", cb, ca, cb != ca))
+    pb = {p.node: f"pid {p.pid} (actor {p.actor_id[:8]})" for p in before.proxies}
+    pa = {p.node: f"pid {p.pid} (actor {p.actor_id[:8]})" for p in after.proxies}
+    for node in dict.fromkeys([*pb, *pa]):
+        rows.append(IdentityRow("proxy", f"proxy on {node}", pb.get(node, ""), pa.get(node, ""), pb.get(node) != pa.get(node)))
+    rb = {r.replica_id: r for r in before.replicas}
+    ra = {r.replica_id: r for r in after.replicas}
+    for rid in dict.fromkeys([*rb, *ra]):
+        b, a = rb.get(rid), ra.get(rid)
+        node = (b or a).node  # type: ignore[union-attr]
+        rows.append(IdentityRow("replica", f"{(b or a).deployment} {rid} on {node}",  # type: ignore[union-attr]
+                                f"pid {b.pid}" if b else "", f"pid {a.pid}" if a else "",
+                                b is None or a is None or (b.pid, b.node) != (a.pid, a.node)))
+    return tuple(rows)
+
+
+def replicas_kept(before: StackStatus, after: StackStatus, nodes: Iterable[str], deployment: str) -> Verdict:
+    """Every replica that ran on ``nodes`` before still runs there after, same replica id and PID."""
+    nodes = set(nodes)
+    kept = {(r.replica_id, r.pid) for r in after.replicas if r.state == "RUNNING"}
+    watched = [r for r in before.replicas if r.node in nodes and r.deployment == deployment and r.state == "RUNNING"]
+    lost = [f"{r.replica_id}@{r.node} pid {r.pid}" for r in watched if (r.replica_id, r.pid) not in kept]
+    name = "replicas_kept"
+    figures = {"replicas_watched": float(len(watched)), "replicas_changed": float(len(lost))}
+    if not watched:
+        return Verdict(name, Status.UNKNOWN, f"no replica of {deployment} ran on {sorted(nodes)} before the fault", figures)
+    if lost:
+        return Verdict(name, Status.FAIL, f"expected the {len(watched)} replicas on {sorted(nodes)} to keep their PIDs; "
+                       f"changed or gone: {', '.join(lost)}", figures)
+    return Verdict(name, Status.PASS, f"all {len(watched)} replicas on {sorted(nodes)} kept their replica id and PID",
+                   figures)
+
+
+def replicas_replaced(before: StackStatus, after: StackStatus, node: str, deployment: str) -> Verdict:
+    """The replicas that ran on ``node`` are gone; the app has new replicas (new ids) instead."""
+    name = "replicas_replaced"
+    old = {r.replica_id for r in before.replicas if r.node == node and r.deployment == deployment}
+    still = sorted(old & {r.replica_id for r in after.replicas if r.state == "RUNNING"})
+    new = {r.replica_id for r in after.replicas if r.deployment == deployment} - {r.replica_id for r in before.replicas}
+    figures = {"replicas_on_target_before": float(len(old)), "new_replicas": float(len(new))}
+    if not old:
+        return Verdict(name, Status.UNKNOWN, f"no replica of {deployment} ran on {node} before the fault", figures)
+    if still:
+        return Verdict(name, Status.FAIL, f"replicas {still} of {node} still run after the fault", figures)
+    if len(new) < len(old):
+        return Verdict(name, Status.FAIL, f"{len(old)} replicas of {node} were lost but only {len(new)} new ones run",
+                       figures)
+    return Verdict(name, Status.PASS, f"the {len(old)} replicas of {node} were replaced by {len(new)} new ones", figures)
+
+
+def controller_replaced(before: StackStatus, after: StackStatus) -> Verdict:
+    """A controller runs after the fault, in a new process (new PID or new node id)."""
+    name = "controller_replaced"
+    b, a = _controller(before), _controller(after)
+    if not b:
+        return Verdict(name, Status.UNKNOWN, "no controller before the fault")
+    if not a:
+        return Verdict(name, Status.FAIL, f"no controller after the fault (before: {b})")
+    if a == b:
+        return Verdict(name, Status.FAIL, f"expected a new controller process; it is the same: {a}")
+    return Verdict(name, Status.PASS, f"controller {b} -> {a}")
+
+
+def proxy_replaced(before: StackStatus, after: StackStatus, node: str) -> Verdict:
+    name = "proxy_replaced"
+    b = next((p for p in before.proxies if p.node == node), None)
+    a = next((p for p in after.proxies if p.node == node), None)
+    if b is None:
+        return Verdict(name, Status.UNKNOWN, f"no proxy on {node} before the fault")
+    if a is None or a.status != "HEALTHY":
+        return Verdict(name, Status.FAIL, f"no HEALTHY proxy on {node} after the fault")
+    if (a.actor_id, a.pid) == (b.actor_id, b.pid):
+        return Verdict(name, Status.FAIL, f"the proxy on {node} is the same process (pid {a.pid})")
+    how = "restarted by Ray (same actor)" if a.actor_id == b.actor_id else "replaced by the controller (new actor)"
+    return Verdict(name, Status.PASS, f"proxy on {node} {how}: pid {b.pid} -> {a.pid}")
+
+
+def replica_count(after: StackStatus, deployment: str, expected: int) -> Verdict:
+    name = "replicas_running"
+    running = sum(1 for r in after.replicas if r.deployment == deployment and r.state == "RUNNING")
+    figures = {"replicas_running": float(running)}
+    status = Status.PASS if running == expected else Status.FAIL
+    return Verdict(name, status, f"expected {expected} RUNNING replicas of {deployment}, saw {running}", figures)
+
+
+def placement(status: StackStatus, deployment: str, max_per_node: int, min_nodes: int) -> Verdict:
+    """Replicas are spread: at most ``max_per_node`` per node, on at least ``min_nodes`` nodes."""
+    name = "placement"
+    per_node: dict[str, int] = {}
+    for r in status.replicas:
+        if r.deployment == deployment and r.state == "RUNNING":
+            per_node[r.node or "?"] = per_node.get(r.node or "?", 0) + 1
+    figures = {"nodes_with_replicas": float(len(per_node)), "max_replicas_on_a_node": float(max(per_node.values(), default=0))}
+    spread = ", ".join(f"{n}: {c}" for n, c in sorted(per_node.items()))
+    if max(per_node.values(), default=0) > max_per_node or len(per_node) < min_nodes:
+        return Verdict(name, Status.FAIL, f"expected at most {max_per_node} replicas per node on at least {min_nodes} "
+                       f"nodes; placement is {spread or 'empty'}", figures)
+    return Verdict(name, Status.PASS, f"placement {spread} (at most {max_per_node} per node)", figures)

@@ -1,0 +1,368 @@
+"""A scenario run: the guide's procedure as named phases, with one History and one verdict file.
+
+    run = ScenarioRun("head_failure", cluster, out_dir, budget)
+    with run.phase("arrange"): before = run.arrange()
+    with run.phase("traffic"): run.start_traffic(endpoints)
+    with run.phase("inject"): run.inject(fault)          # its heal() is registered first
+    with run.phase("confirm"): run.confirm(fault)        # the fault really took effect
+    with run.phase("recover"): run.recover(fault)        # identity evidence says it is back
+    with run.phase("observe"): run.observe()             # traffic past recovery
+    with run.phase("verdict"): verdict = run.finish([...checks...], before, after)
+    run.close()                                           # heals and stops everything, LIFO
+
+Everything a reviewer needs lands in ``out_dir``: ``history.jsonl``, ``verdict.json`` and, when the
+verdict is not a pass, ``logs/`` (node logs, Ray logs, the stack's status and events).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.checkers import (
+    RETRY_3X_EXPONENTIAL, Status, Verdict, availability, combine, fault_windows, longest_outage, time_to_recover,
+)
+from harness.cluster import Cluster, Endpoint, StackStatus
+from harness.evidence import IdentityRow, identities
+from harness.faults import Fault
+from harness.history import EventKind, History, HistoryWriter
+from harness.traffic import PidBody, ResponseCheck, Traffic
+from harness.waiting import WaitTimeout, observation_window, wait_until
+
+DEFAULT_BUDGETS = Path(__file__).resolve().parents[1] / "scenarios" / "budgets.toml"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a scenario must stay within; the defaults' measurements are written next to them in budgets.toml."""
+
+    min_availability: float  # on the endpoints that must keep serving, from injection to the end of traffic
+    max_outage_s: float  # the longest outage on those endpoints
+    max_recovery_s: float  # injection -> recovered
+    rate_per_endpoint: float = 20.0
+    timeout_s: float = 2.0
+    baseline_s: float = 3.0  # traffic before the fault
+    observe_s: float = 5.0  # traffic after recovery
+    confirm_s: float = 30.0  # how long "taken effect" may take to show
+    max_detection_s: float = 0.0  # health-check scenario: toggle -> replica seen unhealthy
+
+
+def load_budget(name: str, path: str | Path | None = None) -> Budget:
+    """The budget of scenario ``name``: [defaults] overlaid with [name]."""
+    path = Path(path) if path else DEFAULT_BUDGETS
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    if name not in data:
+        raise KeyError(f"no budget [{name}] in {path}")
+    merged = {**data.get("defaults", {}), **data[name]}
+    try:
+        return Budget(**merged)
+    except TypeError as exc:
+        raise ValueError(f"budget [{name}] in {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PhaseTiming:
+    name: str
+    start_mono: float
+    seconds: float
+    outcome: str  # ok | failed
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """What verdict.json holds."""
+
+    scenario: str
+    stack_run_id: str
+    verdict: Verdict
+    budget: Budget
+    serving: tuple[str, ...]
+    identities: tuple[IdentityRow, ...]
+    findings: tuple[str, ...]
+    phases: tuple[PhaseTiming, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "scenario": self.scenario, "stack_run_id": self.stack_run_id, "status": str(self.verdict.status),
+            "reason": self.verdict.reason, "verdict": self.verdict.to_json(), "budget": asdict(self.budget),
+            "serving_endpoints": list(self.serving), "identities": [asdict(r) for r in self.identities],
+            "findings": list(self.findings), "phases": [asdict(p) for p in self.phases],
+        }
+
+
+def traffic_coverage(history: History, nodes: Sequence[str], after_recovery_s: float) -> Verdict:
+    """Traffic overlapped the whole fault: each endpoint of ``nodes`` has requests sent before every injection
+    and at least ``after_recovery_s`` after its recovery (or, without recovery, until the traffic ended)."""
+    name = "traffic_coverage"
+    windows = fault_windows(history)
+    if not windows:
+        return Verdict(name, Status.UNKNOWN, "no fault was injected")
+    gaps = []
+    for w in windows:
+        end_needed = (w.recovered if w.recovered is not None else w.injected) + after_recovery_s
+        for node in nodes:
+            sends = [r.t_mono for r in history.requests if r.node == node]
+            if not sends or sends[0] >= w.injected:
+                gaps.append(f"{node}: no request before {w.name} was injected")
+            elif sends[-1] < end_needed - 1.0:
+                gaps.append(f"{node}: traffic ended {end_needed - sends[-1]:.1f}s before {after_recovery_s:g}s past recovery")
+    if gaps:
+        return Verdict(name, Status.FAIL, "traffic did not cover the fault: " + "; ".join(gaps))
+    return Verdict(name, Status.PASS, f"traffic on {', '.join(nodes)} ran from before injection to "
+                   f"{after_recovery_s:g}s past recovery")
+
+
+class ScenarioRun:
+    def __init__(self, name: str, cluster: Cluster, out_dir: str | Path, budget: Budget, *,
+                 allowed_networks: Sequence[str] = (), check: ResponseCheck = PidBody(),
+                 progress: Callable[[str], None] | None = None, max_traffic_s: float = 900.0):
+        self.name = name
+        self.cluster = cluster
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.budget = budget
+        self.allowed_networks = tuple(allowed_networks)
+        self.check = check
+        self.max_traffic_s = max_traffic_s
+        self.history_path = self.out_dir / "history.jsonl"
+        self.history_path.unlink(missing_ok=True)
+        self.writer = HistoryWriter(self.history_path)
+        self.progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.traffic: Traffic | None = None
+        self.faults: list[Fault] = []
+        self.phases: list[PhaseTiming] = []
+        self._cleanups: list[tuple[str, Callable[[], object]]] = []
+        self._t0 = time.monotonic()
+
+    # --- phases ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        self.progress(f"[{self.name}] {start - self._t0:6.1f}s {name} ...{self._counts()}")
+        self.writer.note(f"phase {name}", name="scenario", target=self.name)
+        step = _allure_step(f"{name}")
+        outcome = "failed"
+        try:
+            with step:
+                yield
+            outcome = "ok"
+        finally:
+            seconds = time.monotonic() - start
+            self.phases.append(PhaseTiming(name, start, seconds, outcome))
+            self.progress(f"[{self.name}] {time.monotonic() - self._t0:6.1f}s {name} {outcome} in {seconds:.1f}s"
+                          f"{self._counts()}")
+
+    def _counts(self) -> str:
+        if self.traffic is None:
+            return ""
+        c = self.traffic.counts()
+        return f" (requests ok {c.ok}, failed {c.failed})"
+
+    def add_cleanup(self, what: str, fn: Callable[[], object]) -> None:
+        self._cleanups.append((what, fn))
+
+    def arrange(self, timeout_s: float | None = None) -> StackStatus:
+        """The stack is healthy before anything is counted; returns the 'before' snapshot."""
+        return self.cluster.wait_healthy(timeout_s)
+
+    def start_traffic(self, endpoints: Sequence[Endpoint]) -> Traffic:
+        self.traffic = Traffic(list(endpoints), rate_per_endpoint=self.budget.rate_per_endpoint,
+                               timeout_s=self.budget.timeout_s, duration_s=self.max_traffic_s,
+                               history_path=self.history_path, check=self.check,
+                               allowed_networks=self.allowed_networks)
+        self.add_cleanup("stop traffic", self.traffic.stop)
+        self.traffic.start()
+        observation_window("baseline traffic before the fault", self.budget.baseline_s)
+        return self.traffic
+
+    def inject(self, fault: Fault) -> None:
+        self.faults.append(fault)
+        self.add_cleanup(f"heal {fault.name}@{fault.target}", lambda: self.heal(fault))
+        self.writer.event(EventKind.INJECT, fault.name, fault.target)
+        fault.inject()
+
+    def confirm(self, fault: Fault, timeout_s: float | None = None) -> bool:
+        """Wait until the fault has really taken effect; nothing counts before that. A fault that never
+        takes effect is recorded (and fails the verdict through ``fault_took_effect``), not raised."""
+        try:
+            wait_until(f"{fault.name} on {fault.target} to take effect", fault.taken_effect,
+                       timeout_s=timeout_s or self.budget.confirm_s, interval_s=0.1)
+        except WaitTimeout as exc:
+            self.writer.note(f"did not take effect: {exc}", name=fault.name, target=fault.target)
+            self.progress(f"[{self.name}] {exc}")
+            return False
+        self.writer.event(EventKind.TAKEN_EFFECT, fault.name, fault.target)
+        return True
+
+    def recover(self, fault: Fault, timeout_s: float | None = None) -> bool:
+        """Wait for the 'recovered' probe a while past the recovery budget; a miss is recorded, not raised,
+        so that the verdict states the figures."""
+        limit = timeout_s or 1.25 * self.budget.max_recovery_s + 5
+        try:
+            wait_until(f"{fault.name} on {fault.target} to recover", fault.recovered, timeout_s=limit, interval_s=0.25)
+        except WaitTimeout as exc:
+            self.writer.note(f"did not recover: {exc}", name=fault.name, target=fault.target)
+            self.progress(f"[{self.name}] {exc}")
+            return False
+        self.writer.event(EventKind.RECOVERED, fault.name, fault.target, "; ".join(fault.findings))
+        return True
+
+    def observe(self, seconds: float | None = None) -> None:
+        observation_window("traffic past recovery", self.budget.observe_s if seconds is None else seconds)
+
+    def heal(self, fault: Fault) -> None:
+        fault.heal()
+        self.writer.event(EventKind.HEALED, fault.name, fault.target)
+
+    def stop_traffic(self) -> None:
+        if self.traffic is not None:
+            self.traffic.stop()
+
+    def history(self) -> History:
+        return History.load(self.history_path)
+
+    # --- verdict --------------------------------------------------------------------------------------
+    def standard_checks(self, history: History, serving: Sequence[str]) -> list[Verdict]:
+        """Availability (raw, budgeted; with Ray's recommended retries, reported), longest outage on the
+        serving endpoints from the first injection on, time to recover, and traffic coverage."""
+        budget = self.budget
+        injected = min((e.t_mono for e in history.events if e.kind is EventKind.INJECT), default=None)
+        window = history.select(serving)
+        if injected is not None:
+            window = window.between(injected, float("inf"))
+        raw = availability(window, min_availability=budget.min_availability)
+        # the same figures as a client retrying like Ray recommends would see them: reported, not budgeted
+        retried = availability(window, min_availability=budget.min_availability, retry=RETRY_3X_EXPONENTIAL)
+        raw = dataclasses.replace(raw, figures={**raw.figures, **{f"with_retries.{k}": v
+                                                                    for k, v in retried.figures.items()}})
+        return [
+            raw,
+            longest_outage(window, max_outage_s=budget.max_outage_s),
+            time_to_recover(history, max_s=budget.max_recovery_s),
+            traffic_coverage(history, serving, budget.observe_s),
+        ]
+
+    def finish(self, checks: Sequence[Verdict], before: StackStatus, after: StackStatus,
+               serving: Sequence[str]) -> ScenarioResult:
+        """Combine the checks into the scenario's verdict and write verdict.json (and logs unless it passed)."""
+        self.stop_traffic()
+        verdict = combine(self.name, list(checks))
+        result = ScenarioResult(self.name, self.cluster.run_id, verdict, self.budget, tuple(serving),
+                                identities(before, after), tuple(f for fault in self.faults for f in fault.findings),
+                                tuple(self.phases))
+        (self.out_dir / "verdict.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        if verdict.status is not Status.PASS:
+            self.collect_diagnostics()
+        _allure_attach(self.out_dir)
+        self.progress(f"[{self.name}] verdict {verdict.status}: {explain(verdict)}")
+        return result
+
+    def collect_diagnostics(self) -> None:
+        try:
+            self.cluster.collect_logs(self.out_dir / "logs")
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the verdict
+            (self.out_dir / "logs-error.txt").write_text(f"could not collect logs: {exc}\n")
+
+    def close(self) -> None:
+        """Run every registered cleanup, last first; one failing does not stop the others."""
+        errors = []
+        while self._cleanups:
+            what, fn = self._cleanups.pop()
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        self.writer.close()
+        if errors:
+            raise RuntimeError(f"scenario {self.name} cleanup failed: " + "; ".join(errors))
+
+
+def fault_took_effect(history: History, max_s: float | None = None) -> Verdict:
+    """Every injected fault took effect (and, with ``max_s``, within that long: e.g. detection time)."""
+    name = "fault_took_effect"
+    injected = [e for e in history.events if e.kind is EventKind.INJECT]
+    if not injected:
+        return Verdict(name, Status.UNKNOWN, "no fault was injected")
+    figures: dict[str, float] = {}
+    missing = []
+    for inject in injected:
+        effect = next((e for e in history.events if e.kind is EventKind.TAKEN_EFFECT and e.name == inject.name
+                       and e.target == inject.target and e.t_mono >= inject.t_mono), None)
+        if effect is None:
+            missing.append(f"{inject.name}@{inject.target}")
+        else:
+            figures[f"time_to_take_effect_s.{inject.name}"] = effect.t_mono - inject.t_mono
+    slowest = max(figures.values(), default=0.0)
+    figures["time_to_take_effect_s"] = slowest
+    if missing:
+        return Verdict(name, Status.FAIL, f"never took effect: {', '.join(missing)}", figures)
+    if max_s is not None and slowest > max_s:
+        return Verdict(name, Status.FAIL, f"took effect after {slowest:.2f}s, budget <= {max_s:g}s", figures)
+    budget = f" (budget <= {max_s:g}s)" if max_s is not None else ""
+    return Verdict(name, Status.PASS, f"took effect after {slowest:.2f}s{budget}", figures)
+
+
+def guide_procedure(run: ScenarioRun, fault: Fault, endpoints: Sequence[Endpoint], serving: Sequence[str],
+                    extra_checks: Callable[[StackStatus, StackStatus], Sequence[Verdict]] = lambda b, a: (),
+                    after_recovery: Callable[[], Sequence[Verdict]] = lambda: (),
+                    max_detection_s: float | None = None) -> ScenarioResult:
+    """The fault-tolerance guide's procedure, phase by phase: arrange, traffic, inject, confirm, recover,
+    observe, verdict. ``serving`` names the nodes whose endpoints must stay within the budget."""
+    with run.phase("arrange"):
+        before = run.arrange()
+    with run.phase("traffic"):
+        run.start_traffic(endpoints)
+    with run.phase("inject"):
+        run.inject(fault)
+    with run.phase("confirm"):
+        took_effect = run.confirm(fault)
+    if took_effect:
+        with run.phase("recover"):
+            run.recover(fault)
+    with run.phase("observe"):
+        run.observe()
+    later: Sequence[Verdict] = ()
+    if took_effect:
+        with run.phase("after recovery"):
+            later = after_recovery()
+    with run.phase("verdict"):
+        run.stop_traffic()
+        after = run.cluster.status()
+        history = run.history()
+        checks = [fault_took_effect(history, max_detection_s), *run.standard_checks(history, serving),
+                  *extra_checks(before, after), *later]
+        return run.finish(checks, before, after, serving)
+
+
+def explain(verdict: Verdict) -> str:
+    """The failing (or unknown) parts' reasons, else the overall reason."""
+    bad = [v for v in verdict.parts if v.status is not Status.PASS]
+    return "; ".join(f"{v.name}: {v.status}: {v.reason}" for v in bad) if bad else verdict.reason
+
+
+def _allure_step(title: str):
+    try:
+        import allure
+    except ImportError:  # allure-pytest is a dependency, but the harness runs without it
+        return contextlib.nullcontext()
+    return allure.step(title)
+
+
+def _allure_attach(out_dir: Path) -> None:
+    try:
+        import allure
+    except ImportError:
+        return
+    for name in ("verdict.json", "history.jsonl"):
+        path = out_dir / name
+        if path.exists():
+            kind = allure.attachment_type.JSON if name.endswith(".json") else allure.attachment_type.TEXT
+            allure.attach.file(str(path), name=name, attachment_type=kind)

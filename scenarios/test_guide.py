@@ -1,0 +1,56 @@
+"""The seed scenarios: each failure of the Ray Serve fault-tolerance guide, on the shared local stack.
+
+Run one with ``pytest scenarios/ -k head_failure``. Each reads as the guide's procedure (see
+``harness/guide.py``) and passes only on figures: availability and longest outage on the endpoints that
+must keep serving, time to recover, and identity evidence (PIDs before and after).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import guide
+from harness.checkers import Status
+from harness.scenario import ScenarioResult, explain
+
+pytestmark = pytest.mark.stack
+
+
+def assert_passed(result: ScenarioResult) -> None:
+    assert result.verdict.status is Status.PASS, f"{result.scenario}: {explain(result.verdict)}"
+
+
+def test_worker_pod_failure(stack, scenario):
+    target = stack.worker_names()[-1]
+    assert_passed(guide.worker_pod_failure(scenario(stack, "worker_pod_failure"), stack, target))
+
+
+def test_replica_failure(stack, scenario):
+    assert_passed(guide.replica_failure(scenario(stack, "replica_failure"), stack, stack.worker_names()[0]))
+
+
+def test_proxy_failure(stack, scenario):
+    assert_passed(guide.proxy_failure(scenario(stack, "proxy_failure"), stack, stack.worker_names()[0]))
+
+
+def test_controller_failure(stack, scenario):
+    assert_passed(guide.controller_failure(scenario(stack, "controller_failure"), stack))
+
+
+def test_health_check_failure(stack, scenario):
+    assert_passed(guide.health_check_failure(scenario(stack, "health_check_failure"), stack, stack.worker_names()[0]))
+
+
+def test_replica_spread(stack, scenario, stack_config):
+    run = scenario(stack, "replica_spread")
+    assert_passed(guide.replica_spread(run, stack, stack.worker_names()[-1], stack_config.app.max_replicas_per_node))
+
+
+def test_head_failure(stack, scenario):
+    assert_passed(guide.head_failure(scenario(stack, "head_failure"), stack))
+
+
+def test_worker_node_failure(stack, scenario):
+    # last: the lost node stays lost, and its replacement serves from then on
+    target = stack.worker_names()[-1]
+    assert_passed(guide.worker_node_failure(scenario(stack, "worker_node_failure"), stack, target))
