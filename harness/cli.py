@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = (
     "harness.local.cli",  # up, status, down
     "harness.traffic_cli",  # traffic, verdict
+    "harness.report_cli",
 )
 
 

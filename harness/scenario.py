@@ -324,13 +324,14 @@ def guide_procedure(run: ScenarioRun, fault: Fault, endpoints: Sequence[Endpoint
         run.inject(fault)
     with run.phase("confirm"):
         took_effect = run.confirm(fault)
+    recovered = False
     if took_effect:
         with run.phase("recover"):
-            run.recover(fault)
+            recovered = run.recover(fault)
     with run.phase("observe"):
         run.observe()
     later: Sequence[Verdict] = ()
-    if took_effect:
+    if recovered:
         with run.phase("after recovery"):
             later = after_recovery()
     with run.phase("verdict"):

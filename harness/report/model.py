@@ -1,0 +1,255 @@
+"""What a run folder holds, read into typed records: one ScenarioSummary per scenario folder, one RunSummary.
+
+A run folder is ``reports/<run-id>/``; each scenario folder below it holds ``history.jsonl``, ``verdict.json``
+(a ``ScenarioResult``) and, when the verdict was not a pass, ``logs/``. A crashed or interrupted run leaves
+some of these missing or cut short: reading never fails on that, it records what is missing in ``problems``
+and the scenario's status is ``unknown``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.checkers import (
+    RETRY_3X_EXPONENTIAL, Status, Verdict, availability, longest_outage, time_to_recover,
+)
+from harness.evidence import IdentityRow
+from harness.history import History, HistoryError
+from harness.scenario import Budget, PhaseTiming, ScenarioResult, explain
+
+HISTORY = "history.jsonl"
+VERDICT = "verdict.json"
+LOGS = "logs"
+LOGS_ERROR = "logs-error.txt"
+TIMELINE = "timeline.html"
+CONFIG = "config.json"
+
+RETRIED = f"with_retries.availability_{RETRY_3X_EXPONENTIAL.name}"  # the figure key scenarios write
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The figures a reviewer reads first; None when the run did not produce them."""
+
+    availability: float | None
+    availability_with_retries: float | None
+    longest_outage_s: float | None
+    time_to_recover_s: float | None
+    requests: int | None
+    failures: int | None
+    resolution_s: float | None  # the request interval: no figure is finer than this
+    source: str  # where they come from: the verdict, or the history alone (provisional)
+
+    @property
+    def provisional(self) -> bool:
+        return self.source != VERDICT
+
+
+@dataclass(frozen=True)
+class Artifact:
+    label: str
+    path: str  # relative to the run folder, "/"-separated
+
+
+@dataclass(frozen=True)
+class ScenarioSummary:
+    folder: str  # the scenario folder's name (the test's name); scenarios of two runs match by it
+    scenario: str  # the scenario's own name (from verdict.json, else the folder's)
+    status: Status
+    reason: str
+    result: ScenarioResult | None  # verdict.json, when it was written and readable
+    history: History | None  # history.jsonl, when it was readable
+    figures: Figures
+    files: tuple[Artifact, ...]  # history, verdict, timeline, the logs folder
+    logs: tuple[Artifact, ...]  # every file collected under logs/
+    problems: tuple[str, ...]  # what is missing or damaged, in words
+
+    @property
+    def checks(self) -> tuple[Verdict, ...]:
+        return self.result.verdict.parts if self.result else ()
+
+    @property
+    def budget(self) -> Budget | None:
+        return self.result.budget if self.result else None
+
+    @property
+    def identities(self) -> tuple[IdentityRow, ...]:
+        return self.result.identities if self.result else ()
+
+    @property
+    def phases(self) -> tuple[PhaseTiming, ...]:
+        return self.result.phases if self.result else ()
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    path: Path
+    scenarios: tuple[ScenarioSummary, ...]
+    problems: tuple[str, ...]
+
+    def scenario(self, folder: str) -> ScenarioSummary | None:
+        return next((s for s in self.scenarios if s.folder == folder), None)
+
+    def count(self, status: Status) -> int:
+        return sum(s.status is status for s in self.scenarios)
+
+
+# ---------------------------------------------------------------------------------------------
+# verdict.json -> ScenarioResult
+
+
+def verdict_from_json(obj: Mapping) -> Verdict:
+    """The inverse of ``Verdict.to_json``."""
+    return Verdict(
+        name=str(obj["name"]), status=Status(obj["status"]), reason=str(obj.get("reason", "")),
+        figures={str(k): float(v) for k, v in (obj.get("figures") or {}).items() if v is not None},
+        resolution_s=obj.get("resolution_s"),
+        parts=tuple(verdict_from_json(p) for p in obj.get("parts") or ()),
+    )
+
+
+def _record(cls: type, obj: Mapping):
+    """A dataclass from a JSON object, ignoring fields it does not know (files of newer harnesses)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in obj.items() if k in names})
+
+
+def result_from_json(obj: Mapping) -> ScenarioResult:
+    """The inverse of ``ScenarioResult.to_json`` (what a scenario writes as verdict.json)."""
+    return ScenarioResult(
+        scenario=str(obj["scenario"]),
+        stack_run_id=str(obj.get("stack_run_id", "")),
+        verdict=verdict_from_json(obj["verdict"]),
+        budget=_record(Budget, obj["budget"]),
+        serving=tuple(obj.get("serving_endpoints") or ()),
+        identities=tuple(_record(IdentityRow, r) for r in obj.get("identities") or ()),
+        findings=tuple(obj.get("findings") or ()),
+        phases=tuple(_record(PhaseTiming, p) for p in obj.get("phases") or ()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures: from the verdict, else provisional ones from the history by the same checkers.
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def figures_of_verdict(verdict: Verdict, history: History | None) -> Figures:
+    f = verdict.figures
+    resolution = verdict.resolution_s if verdict.resolution_s is not None else (
+        history.request_interval() if history else None)
+    return Figures(
+        availability=f.get("availability"), availability_with_retries=f.get(RETRIED),
+        longest_outage_s=f.get("longest_outage_s"), time_to_recover_s=f.get("time_to_recover_s"),
+        requests=_count(f.get("requests")), failures=_count(f.get("failures")),
+        resolution_s=resolution, source=VERDICT,
+    )
+
+
+def provisional_figures(history: History) -> Figures:
+    """Figures over every endpoint and the whole history, by the checkers a verdict uses (no budgets: the
+    checkers' statuses are ignored). For a scenario that stopped before its verdict."""
+    raw = availability(history, min_availability=0.0).figures
+    retried = availability(history, min_availability=0.0, retry=RETRY_3X_EXPONENTIAL).figures
+    outage = longest_outage(history, max_outage_s=math.inf).figures
+    recovery = time_to_recover(history, max_s=math.inf).figures
+    return Figures(
+        availability=raw.get("availability"),
+        availability_with_retries=retried.get(f"availability_{RETRY_3X_EXPONENTIAL.name}"),
+        longest_outage_s=outage.get("longest_outage_s"), time_to_recover_s=recovery.get("time_to_recover_s"),
+        requests=len(history.requests), failures=sum(not r.ok for r in history.requests),
+        resolution_s=history.request_interval(),
+        source=f"{HISTORY} alone (provisional: no verdict; all endpoints, whole history)",
+    )
+
+
+NO_FIGURES = Figures(None, None, None, None, None, None, None, "nothing readable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading folders.
+
+
+def is_scenario_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and ((path / HISTORY).exists() or (path / VERDICT).exists())
+
+
+def _artifacts(folder: Path, run_dir: Path) -> tuple[tuple[Artifact, ...], tuple[Artifact, ...]]:
+    """The scenario's files, and the log files collected under logs/ (paths relative to the run folder)."""
+    def rel(p: Path) -> str:
+        return p.relative_to(run_dir).as_posix()
+
+    named = (("history (JSON Lines)", HISTORY), ("verdict (JSON)", VERDICT), ("timeline (HTML)", TIMELINE),
+             ("why logs are missing", LOGS_ERROR))
+    files = [Artifact(label, rel(folder / name)) for label, name in named if (folder / name).is_file()]
+    logs_dir = folder / LOGS
+    logs = []
+    if logs_dir.is_dir():
+        files.append(Artifact("logs folder", rel(logs_dir) + "/"))
+        logs = [Artifact(p.relative_to(logs_dir).as_posix(), rel(p)) for p in sorted(logs_dir.rglob("*")) if p.is_file()]
+    return tuple(files), tuple(logs)
+
+
+def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
+    """Read one scenario folder; never raises for missing or damaged files."""
+    run_dir = run_dir or folder.parent
+    problems: list[str] = []
+    history: History | None = None
+    result: ScenarioResult | None = None
+    if (folder / HISTORY).exists():
+        try:
+            history = History.load(folder / HISTORY)
+        except HistoryError as exc:
+            problems.append(f"history unreadable: {exc}")
+        else:
+            if history.truncated:
+                problems.append("history's last line was cut short (the run stopped mid-write); it is left out")
+            if not history.requests:
+                problems.append("history has no requests: no traffic was recorded")
+    else:
+        problems.append(f"no {HISTORY}: nothing was recorded")
+    if (folder / VERDICT).exists():
+        try:
+            result = result_from_json(json.loads((folder / VERDICT).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{VERDICT} unreadable ({type(exc).__name__}: {exc})")
+    else:
+        problems.append(f"no {VERDICT}: the scenario stopped before its verdict (interrupted or crashed)")
+    if result is not None and result.verdict.status is not Status.PASS and not (folder / LOGS).is_dir():
+        why = f"see {LOGS_ERROR}" if (folder / LOGS_ERROR).exists() else "the run stopped before collecting them"
+        problems.append(f"no logs/ collected for this non-passing verdict ({why})")
+
+    if result is not None:
+        status, reason = result.verdict.status, explain(result.verdict)
+        figures = figures_of_verdict(result.verdict, history)
+    else:
+        status = Status.UNKNOWN
+        if history is not None and history.requests:
+            reason = "no verdict was written; the figures are provisional, from the history alone"
+            figures = provisional_figures(history)
+        else:
+            reason, figures = "no verdict was written, and the history gives no figures", NO_FIGURES
+    files, logs = _artifacts(folder, run_dir)
+    return ScenarioSummary(
+        folder=folder.name, scenario=result.scenario if result else folder.name.removeprefix("test_"),
+        status=status, reason=reason, result=result, history=history, figures=figures,
+        files=files, logs=logs, problems=tuple(problems),
+    )
+
+
+def load_run(run_dir: Path) -> RunSummary:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run folder {run_dir}")
+    folders = sorted(p for p in run_dir.iterdir() if is_scenario_folder(p))
+    problems = [] if folders else ["no scenario folders (none has history.jsonl or verdict.json)"]
+    return RunSummary(run_dir.resolve().name, run_dir, tuple(load_scenario(f, run_dir) for f in folders),
+                      tuple(problems))
