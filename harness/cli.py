@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = (
     "harness.local.cli",  # up, status, down
+    "harness.fault_cli",  # inject
     "harness.traffic_cli",  # traffic, verdict
     "harness.report_cli",
 )
