@@ -223,8 +223,9 @@ class ScenarioRun:
         self.writer.event(EventKind.HEALED, fault.name, fault.target)
 
     def stop_traffic(self) -> None:
-        if self.traffic is not None:
-            self.traffic.stop()
+        """End the traffic, letting requests in flight finish so the history holds every request sent."""
+        if self.traffic is not None and self.traffic.running:
+            self.traffic.finish()
 
     def history(self) -> History:
         return History.load(self.history_path)

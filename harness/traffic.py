@@ -344,6 +344,19 @@ class Traffic:
             )
         return self
 
+    def finish(self) -> TrafficCounts:
+        """Stop sending, let the requests in flight end (at most one client timeout), and return the final
+        counts: the history then holds every request sent. Falls back to ``stop()`` if the child is gone."""
+        process = self._require_process()
+        if process.poll() is None and process.stdin is not None and not process.stdin.closed:
+            try:
+                process.stdin.write(b"finish\n")
+                process.stdin.flush()
+                process.wait(timeout=self.plan.timeout_s + STOP_GRACE_S + 1.0)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
+        return self.stop()
+
     def stop(self) -> TrafficCounts:
         """Stop at once (requests in flight are abandoned) and return the final counts."""
         process = self._process

@@ -6,8 +6,8 @@ own greenlet, so a slow or stalled response never delays the next send. Locust's
 the one place every request is seen; its listener classifies the outcome and appends a RequestRecord
 to the History at once.
 
-It stops by itself at the plan's duration (waiting at most one client timeout for the requests still
-in flight), and at once when stdin closes (the parent's ``stop()``, or the parent's death) or on
+It stops by itself at the plan's duration, or when the parent writes "finish" (``finish()``), waiting at
+most one client timeout for the requests still in flight; and at once when stdin closes (the parent's ``stop()``, or the parent's death) or on
 SIGTERM; requests still in flight then are abandoned, not recorded, and counted in the final mark.
 
 This module imports locust, which monkey-patches the process with gevent: never import it from the
@@ -129,7 +129,7 @@ def _schedule(
     session: FastHttpSession,
     first_due: float,
     end: float,
-    stop: gevent.event.Event,
+    sending_over: gevent.event.Event,
     in_flight: gevent.pool.Group,
     recorder: Recorder,
 ) -> None:
@@ -137,14 +137,20 @@ def _schedule(
     interval = plan.interval_s
     i = 0
     while (due := first_due + i * interval) < end:
-        if stop.wait(max(0.0, due - time.monotonic())):
+        if sending_over.wait(max(0.0, due - time.monotonic())):
             return
         in_flight.spawn(_send, session, endpoint, due)
         recorder.sent += 1
         i += 1
 
 
-def run(plan: TrafficPlan, writer: HistoryWriter, stop: gevent.event.Event) -> None:
+def run(plan: TrafficPlan, writer: HistoryWriter, stop: gevent.event.Event,
+        finish: gevent.event.Event | None = None) -> None:
+    """Send until the duration ends or ``finish`` is set (then drain what is in flight, up to one client
+    timeout), or until ``stop`` is set (then abandon what is in flight)."""
+    finish = finish or gevent.event.Event()
+    sending_over = gevent.event.Event()
+    gevent.spawn(lambda: (gevent.wait([stop, finish], count=1), sending_over.set()))
     environment = Environment()
     recorder = Recorder(plan.check, writer)
     environment.events.request.add_listener(recorder.on_request)
@@ -169,7 +175,7 @@ def run(plan: TrafficPlan, writer: HistoryWriter, stop: gevent.event.Event) -> N
     end = start + plan.duration_s
     stagger = plan.interval_s / len(plan.endpoints)  # spread the endpoints' sends over one interval
     schedulers = [
-        gevent.spawn(_schedule, plan, endpoint, session, start + k * stagger, end, stop, in_flight, recorder)
+        gevent.spawn(_schedule, plan, endpoint, session, start + k * stagger, end, sending_over, in_flight, recorder)
         for k, (endpoint, session) in enumerate(zip(plan.endpoints, sessions))
     ]
     gevent.joinall(schedulers)
@@ -181,18 +187,22 @@ def run(plan: TrafficPlan, writer: HistoryWriter, stop: gevent.event.Event) -> N
     in_flight.kill(block=True, timeout=1.0)
     for session in sessions:
         session.client.close()
-    phase = TrafficPhase.STOPPED if stop.is_set() else TrafficPhase.FINISHED
+    phase = TrafficPhase.STOPPED if stop.is_set() or finish.is_set() else TrafficPhase.FINISHED
     writer.append(plan.mark(phase, f"sent {recorder.sent}, recorded {recorder.recorded}, abandoned {abandoned} in flight"))
 
 
-def _watch_parent(stop: gevent.event.Event) -> None:
-    """Stdin closes when the parent calls stop() or dies: either way, stop."""
+def _watch_parent(stop: gevent.event.Event, finish: gevent.event.Event) -> None:
+    """Stdin closes when the parent calls stop() or dies: either way, stop. A line "finish" (the parent's
+    finish()) ends the sending and drains the requests in flight."""
     fd = sys.stdin.fileno()
     while True:
         gevent.socket.wait_read(fd)
-        if not os.read(fd, 4096):
+        data = os.read(fd, 4096)
+        if not data:
             stop.set()
             return
+        if b"finish" in data:
+            finish.set()
 
 
 def main() -> int:
@@ -205,10 +215,11 @@ def main() -> int:
         line += more
     plan = TrafficPlan.from_json(line.decode())  # validates the targets again, on this side
     stop = gevent.event.Event()
+    finish = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
-    watcher = gevent.spawn(_watch_parent, stop)
+    watcher = gevent.spawn(_watch_parent, stop, finish)
     with HistoryWriter(plan.history_path) as writer:
-        run(plan, writer, stop)
+        run(plan, writer, stop, finish)
     watcher.kill(block=False)
     return 0
 

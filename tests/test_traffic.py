@@ -190,6 +190,21 @@ def test_stop_is_immediate_even_with_requests_in_flight(tmp_path: Path):
     assert stopped.phase is TrafficPhase.STOPPED and "abandoned 0 in flight" not in stopped.detail
 
 
+def test_finish_drains_requests_in_flight_so_the_history_holds_every_request_sent(tmp_path: Path):
+    with LoopbackServer() as server:
+        with traffic_to(server, tmp_path, duration_s=600.0, timeout_s=2.0) as traffic:
+            wait_for_successes(traffic, 5)
+            server.stall(window_s=600.0, delay_s=0.8)  # every answer from now on comes 0.8 s late
+            wait_until("requests in flight", lambda: server.stalled >= 3, timeout_s=5, interval_s=0.05)
+            traffic.finish()
+            assert not traffic.running
+    history = History.load(tmp_path / "h.jsonl")
+    (_, finished) = history.traffic
+    assert finished.phase is TrafficPhase.STOPPED and "abandoned 0 in flight" in finished.detail, finished.detail
+    sent = int(finished.detail.split("sent ")[1].split(",")[0])
+    assert len(history.requests) == sent and history.requests[-1].ok  # the late answers were recorded
+
+
 @dataclass(frozen=True)
 class CheckTheChildCannotImport:
     def judge(self, body: bytes) -> BodyJudgement:
