@@ -1,0 +1,539 @@
+"""The kind and kube backends without a cluster: the argv they hand to kind, helm, kubectl and docker, the
+context allowlist, stable node names over pods, port-forwards, sweeps, and where the Redis password goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.kube.backend import rayservice_is_ready, scale_patch
+from harness.kube.forward import PortForwards
+from harness.kube.kind import KindCluster, sweep_kind
+from harness.kube.kube import KubeCluster, remove_namespace, sweep_namespaces
+from harness.kube.manifests import (
+    ANNOTATION_OWNER, ANNOTATION_STATE, HEAD_CONTAINER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN_ID, MANAGED_BY,
+    WORKER_CONTAINER,
+)
+from harness.kube.runs import RunRecord, is_leftover
+from harness.kube.safety import ContextNotAllowed, context_allowed, require_allowed
+from harness.kube.settings import ALLOWED_CONTEXTS_ENV, load_settings
+from harness.kube.slots import PodView, Slot, bind_slots, initial_slots
+from harness.kube.tools import (
+    Completed, Kind, Kubectl, KubeStackError, ToolMissing, helm_install_operator, require_docker_engine,
+    require_tools,
+)
+from harness.local.backend import StackError
+from harness.local.config import load_config
+from harness.secrets import Secret
+
+RUN = "sc0a1b2c"
+NS = f"serve-chaos-{RUN}"
+
+
+# --- a fake runner: records argv and stdin, answers by the words in the argv --------------------------------
+
+class FakeProc:
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def terminate(self) -> None:
+        self.returncode = -15
+
+    kill = terminate
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode or 0
+
+
+Answer = tuple[int, str, str] | Callable[[tuple[str, ...], str | None], tuple[int, str, str]]
+
+
+class FakeRunner:
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+        self.spawned: list[tuple[tuple[str, ...], FakeProc]] = []
+        self.answers: list[tuple[tuple[str, ...], Answer]] = []
+        self.pods: list[dict] = []
+        self.on(("get", "pods"), lambda argv, stdin: (0, json.dumps({"items": self.pods}), ""))
+
+    def on(self, words: tuple[str, ...], answer: Answer) -> None:
+        """Answer every argv holding ``words`` in order (the last registered match wins)."""
+        self.answers.append((words, answer))
+
+    def run(self, argv, *, stdin=None, timeout_s=60.0) -> Completed:
+        argv = tuple(argv)
+        self.calls.append((argv, stdin))
+        for words, answer in reversed(self.answers):
+            if _subsequence(words, argv):
+                rc, out, err = answer(argv, stdin) if callable(answer) else answer
+                return Completed(argv, rc, out, err)
+        return Completed(argv, 0, "{}", "")
+
+    def spawn(self, argv, log_path) -> FakeProc:
+        proc = FakeProc()
+        self.spawned.append((tuple(argv), proc))
+        return proc
+
+    def argvs(self, *words: str) -> list[tuple[str, ...]]:
+        return [argv for argv, _ in self.calls if _subsequence(words, argv)]
+
+
+def _subsequence(words: tuple[str, ...], argv: tuple[str, ...]) -> bool:
+    it = iter(argv)
+    return all(any(w == a for a in it) for w in words)
+
+
+def pod(name: str, role: str, ip: str, *, running: bool = True, terminating: bool = False,
+        created: str = "2026-11-25T10:00:00Z", node: str = "serve-chaos-sc0a1b2c-worker") -> dict:
+    container = HEAD_CONTAINER if role == "head" else WORKER_CONTAINER
+    meta = {"name": name, "uid": f"uid-{name}", "creationTimestamp": created,
+            "labels": {LABEL_RUN_ID: RUN, LABEL_ROLE: role}}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-11-25T10:05:00Z"
+    state = {"running": {}} if running else {"waiting": {"reason": "ContainerCreating"}}
+    return {"metadata": meta, "spec": {"nodeName": node},
+            "status": {"phase": "Running" if running else "Pending", "podIP": ip,
+                       "containerStatuses": [{"name": container, "state": state, "restartCount": 0}]}}
+
+
+def drop_pod(runner: FakeRunner, name: str) -> Callable[[tuple[str, ...], str | None], tuple[int, str, str]]:
+    """An answer to a scale-down patch: KubeRay deletes the named pod."""
+    def answer(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
+        runner.pods = [p for p in runner.pods if p["metadata"]["name"] != name]
+        return 0, "", ""
+    return answer
+
+
+def view(name: str, role: str = "worker", *, terminating: bool = False, created: str = "t1") -> PodView:
+    return PodView(name, f"uid-{name}", role, "10.0.0.1", "n", "Running", True, terminating, created, 0)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(overrides={"kube": {"state_dir": str(tmp_path / "state")},
+                                    "timeouts": {"operator_ready_s": 1.0, "pod_ready_s": 1.0, "kubectl_s": 5.0}})
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    r = FakeRunner()
+    r.pods = [pod("rs-head-x1", "head", "10.244.1.5"), pod("rs-workers-a", "worker", "10.244.2.5"),
+              pod("rs-workers-b", "worker", "10.244.3.5", created="2026-11-25T10:00:01Z")]
+    r.on(("get", "rayservice"), (0, json.dumps({"status": {"activeServiceStatus": {"rayClusterName": "rs-raycluster-q"}}}),
+                                 ""))
+    r.on(("get", "raycluster"), (0, json.dumps({"metadata": {"name": "rs-raycluster-q"}, "spec": {"workerGroupSpecs": [
+        {"groupName": "workers", "replicas": 2}]}}), ""))
+    return r
+
+
+def kind_cluster(settings, runner, secret: Secret | None = None) -> KindCluster:
+    return KindCluster(load_config(), settings, run_id=RUN, secret=secret or Secret.generate(), runner=runner)
+
+
+# --- argv --------------------------------------------------------------------------------------------------------
+
+def test_kind_create_and_delete_argv():
+    kind = Kind("serve-chaos-sc0a1b2c", "/tmp/run/kubeconfig")
+    assert kind.create("/tmp/run/kind-config.yaml", wait_s=300) == (
+        "kind", "create", "cluster", "--name", "serve-chaos-sc0a1b2c", "--config", "/tmp/run/kind-config.yaml",
+        "--kubeconfig", "/tmp/run/kubeconfig", "--wait", "300s")
+    assert kind.create("/c.yaml", node_image="kindest/node:v1.37.0")[-2:] == ("--image", "kindest/node:v1.37.0")
+    assert kind.delete() == ("kind", "delete", "cluster", "--name", "serve-chaos-sc0a1b2c",
+                             "--kubeconfig", "/tmp/run/kubeconfig")
+    assert kind.context == "kind-serve-chaos-sc0a1b2c"
+
+
+def test_helm_installs_the_pinned_operator_without_touching_the_users_repos(settings):
+    kind = settings.kind
+    argv = helm_install_operator(chart=kind.kuberay_chart, repo=kind.kuberay_chart_repo, version=kind.kuberay_version,
+                                 namespace="ray-system", context="kind-x", kubeconfig="/k")
+    assert argv == ("helm", "upgrade", "--install", "kuberay-operator", "kuberay-operator",
+                    "--repo", "https://ray-project.github.io/kuberay-helm/", "--version", "1.7.1",
+                    "--namespace", "ray-system", "--create-namespace", "--kube-context", "kind-x", "--kubeconfig", "/k")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", kind.kuberay_version), "the operator's chart version must be pinned"
+
+
+def test_kubectl_argv():
+    k = Kubectl("kind-x", NS, "/k")
+    assert k.exec("p1", "ray-head", ("python", "-c", "print(1)")) == (
+        "kubectl", "--kubeconfig", "/k", "--context", "kind-x", "--namespace", NS,
+        "exec", "p1", "--container", "ray-head", "--", "python", "-c", "print(1)")
+    assert k.port_forward("p1", 40123, 8000)[-5:] == ("port-forward", "--address", "127.0.0.1", "pod/p1", "40123:8000")
+    assert k.delete_pod("p1", 1)[-4:] == ("pod", "p1", "--grace-period=1", "--wait=false")
+    assert k.apply_stdin()[-2:] == ("-f", "-")
+    assert "--namespace" not in k.delete_namespace() and k.delete_namespace()[-4:-2] == ("namespace", NS)
+    assert Kubectl("prod", "x").base() == ("kubectl", "--context", "prod", "--namespace", "x")
+
+
+def test_every_command_is_an_argv_of_strings(settings, runner):
+    cluster = kind_cluster(settings, runner)
+    runner.on(("patch", "raycluster"), drop_pod(runner, "rs-workers-b"))
+    cluster.kill_node("worker1")
+    cluster.stop_node("worker2")
+    for argv, _ in runner.calls:
+        assert isinstance(argv, tuple) and all(isinstance(a, str) for a in argv)
+
+
+# --- the allowlist ------------------------------------------------------------------------------------------------
+
+def test_context_allowlist(monkeypatch):
+    monkeypatch.delenv(ALLOWED_CONTEXTS_ENV, raising=False)
+    patterns = load_settings().allowed_contexts()
+    assert patterns == ("kind-*",)
+    assert context_allowed("kind-serve-chaos-sc0a1b2c", patterns)
+    assert not context_allowed("gke_prod_europe-west1_main", patterns)
+    assert not context_allowed("", patterns) and not context_allowed("xkind-a", patterns)
+    monkeypatch.setenv(ALLOWED_CONTEXTS_ENV, "staging, lab-*")
+    assert load_settings().allowed_contexts() == ("kind-*", "staging", "lab-*")
+    assert context_allowed("lab-3", load_settings().allowed_contexts())
+
+
+def test_a_refusal_says_how_to_allow_the_context():
+    with pytest.raises(ContextNotAllowed) as exc:
+        require_allowed("prod", ("kind-*",), "kill node worker1")
+    message = str(exc.value)
+    assert "kill node worker1" in message and "'prod'" in message
+    assert f"{ALLOWED_CONTEXTS_ENV}=prod" in message and "allowed_contexts" in message
+    assert isinstance(exc.value, StackError)
+
+
+@pytest.mark.parametrize("operation", [
+    lambda c: c.up(), lambda c: c.down(), lambda c: c.kill_node("worker1"), lambda c: c.stop_node("worker1"),
+    lambda c: c.start_node("worker1"), lambda c: c.freeze_node("worker1"), lambda c: c.thaw_node("worker1"),
+    lambda c: c.add_worker(), lambda c: c.run_driver("pass"), lambda c: c.kill_actor("SERVE_CONTROLLER_ACTOR"),
+    lambda c: c.scale("health", "HealthToggle", 3), lambda c: c.apply_serve_config(),
+], ids=["up", "down", "kill", "stop", "start", "freeze", "thaw", "add_worker", "driver", "kill_actor", "scale",
+        "apply"])
+def test_destructive_operations_refuse_outside_the_allowlist(settings, runner, monkeypatch, operation):
+    monkeypatch.delenv(ALLOWED_CONTEXTS_ENV, raising=False)
+    cluster = KubeCluster(load_config(), settings, context="gke_prod_main", run_id=RUN, runner=runner)
+    with pytest.raises(ContextNotAllowed):
+        operation(cluster)
+    assert not [argv for argv, _ in runner.calls if {"delete", "patch", "exec", "apply", "create", "scale"} & set(argv)]
+
+
+def test_reading_needs_no_allowlist(settings, runner, monkeypatch):
+    monkeypatch.delenv(ALLOWED_CONTEXTS_ENV, raising=False)
+    cluster = KubeCluster(load_config(), settings, context="gke_prod_main", run_id=RUN, runner=runner)
+    assert cluster.worker_names() == ("worker1", "worker2")
+    assert cluster.node_alive("head")
+
+
+# --- fault primitives ---------------------------------------------------------------------------------------------
+
+def test_kill_node_deletes_the_nodes_pod(settings, runner):
+    cluster = kind_cluster(settings, runner)
+    cluster.kill_node("worker2")
+    assert runner.argvs("delete", "pod")[-1][-4:] == ("pod", "rs-workers-b", "--grace-period=1", "--wait=false")
+    assert runner.argvs("delete", "pod")[-1][:5] == ("kubectl", "--kubeconfig", str(cluster.run_dir / "kubeconfig"),
+                                                     "--context", "kind-serve-chaos-sc0a1b2c")
+
+
+def test_stop_node_scales_the_group_down_naming_its_pod(settings, runner):
+    cluster = kind_cluster(settings, runner)
+    runner.on(("patch", "raycluster"), drop_pod(runner, "rs-workers-a"))
+    cluster.stop_node("worker1")
+    patch = json.loads(runner.argvs("patch", "raycluster", "rs-raycluster-q")[-1][-1])
+    assert patch == [{"op": "test", "path": "/spec/workerGroupSpecs/0/replicas", "value": 2},
+                     {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 1},
+                     {"op": "add", "path": "/spec/workerGroupSpecs/0/scaleStrategy",
+                      "value": {"workersToDelete": ["rs-workers-a"]}}]
+    assert cluster.worker_names() == ("worker2",)
+
+
+def test_the_head_cannot_be_stopped_on_kubernetes(settings, runner):
+    with pytest.raises(NotImplementedError, match="stop_node\\('head'\\).*kill_node"):
+        kind_cluster(settings, runner).stop_node("head")
+
+
+def test_run_driver_execs_python_in_the_head_pod(settings, runner):
+    runner.on(("exec",), (0, "killed\n", ""))
+    result = kind_cluster(settings, runner).kill_actor("SERVE_CONTROLLER_ACTOR", no_restart=True)
+    argv = runner.argvs("exec")[-1]
+    assert argv[argv.index("exec") + 1:argv.index("--") + 3] == ("rs-head-x1", "--container", "ray-head", "--",
+                                                                 "python", "-c")
+    assert argv[-1].startswith("import ray\nray.init(address='auto'")
+    assert "ray.kill(ray.get_actor('SERVE_CONTROLLER_ACTOR', namespace='serve'), no_restart=True)" in argv[-1]
+    assert (result.returncode, result.stdout) == (0, "killed\n")
+
+
+def test_freeze_signals_every_process_of_the_pod_but_its_init(settings, runner):
+    runner.on(("exec",), (0, "7\n", ""))
+    cluster = kind_cluster(settings, runner)
+    cluster.freeze_node("worker1")
+    script = runner.argvs("exec", "rs-workers-a")[-1][-1]
+    assert "signal.SIGSTOP" in script and "(1, me)" in script
+    cluster.thaw_node("worker1")
+    assert "signal.SIGCONT" in runner.argvs("exec", "rs-workers-a")[-1][-1]
+    assert [e.kind for e in cluster.events() if e.source == "harness"] == ["node_frozen", "node_thawed"]
+
+
+def test_node_processes_come_from_the_pods_proc(settings, runner):
+    password = Secret.generate()
+    lines = [json.dumps([1, "bash", "/bin/bash -lc ray start"]),
+             json.dumps([9, "gcs_server", f"gcs_server --redis_password={password.reveal()}"])]
+    runner.on(("exec", "rs-head-x1"), (0, "\n".join(lines), ""))
+    procs = kind_cluster(settings, runner, secret=password).node_processes("head")
+    assert [(p.node, p.host_pid, p.ns_pid, p.name) for p in procs] == [("head", 1, 1, "bash"),
+                                                                      ("head", 9, 9, "gcs_server")]
+    assert password.reveal() not in procs[1].cmdline
+
+
+def test_a_node_without_a_running_pod_has_no_processes(settings, runner):
+    cluster = kind_cluster(settings, runner)
+    cluster.refresh()
+    runner.pods[1] = pod("rs-workers-a", "worker", "10.244.2.5", terminating=True)
+    assert cluster.node_processes("worker1") == ()
+    assert not runner.argvs("exec")
+
+
+def test_scale_patches_serve_config_v2(settings, runner):
+    import yaml
+
+    cluster = kind_cluster(settings, runner)
+    cluster.scale("health", "HealthToggle", 3)
+    patch = json.loads(runner.argvs("patch", "rayservice", "serve-chaos")[-1][-1])
+    serve = yaml.safe_load(patch["spec"]["serveConfigV2"])
+    health = next(a for a in serve["applications"] if a["name"] == "health")
+    assert health["deployments"][0]["num_replicas"] == 3
+    cluster.scale("health", "HealthToggle", None)
+    serve = yaml.safe_load(json.loads(runner.argvs("patch", "rayservice")[-1][-1])["spec"]["serveConfigV2"])
+    assert next(a for a in serve["applications"] if a["name"] == "health")["deployments"][0]["num_replicas"] == 2
+
+
+def test_set_operator_scales_only_the_kind_clusters_own_operator(settings, runner):
+    runner.on(("get", "deployment", "kuberay-operator"), (0, json.dumps({"status": {"availableReplicas": 1}}), ""))
+    kind_cluster(settings, runner).set_operator(False)
+    assert runner.argvs("scale")[-1][-5:] == ("ray-system", "scale", "deployment", "kuberay-operator", "--replicas=0")
+    with pytest.raises(NotImplementedError, match="not the harness's to stop"):
+        KubeCluster(load_config(), settings, context="kind-x", run_id=RUN, runner=runner).set_operator(False)
+
+
+def test_scale_patch_refuses_a_negative_group():
+    assert scale_patch(1, 2, +1, None)[-1]["value"] == {"workersToDelete": []}
+    with pytest.raises(KubeStackError):
+        scale_patch(0, 0, -1, "p")
+
+
+def test_rayservice_readiness():
+    assert rayservice_is_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    assert rayservice_is_ready({"status": {"serviceStatus": "Running"}})
+    assert not rayservice_is_ready({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+    assert not rayservice_is_ready({})
+
+
+# --- stable names over pods ---------------------------------------------------------------------------------------
+
+def test_a_replaced_pod_takes_the_killed_pods_name():
+    slots = bind_slots(initial_slots(2), (view("h", "head"), view("a", created="t1"), view("b", created="t2")))
+    assert [(s.name, s.pod) for s in slots] == [("head", "h"), ("worker1", "a"), ("worker2", "b")]
+    slots = bind_slots(slots, (view("h", "head"), view("a"), view("b", terminating=True), view("c", created="t3")))
+    assert [(s.name, s.pod) for s in slots] == [("head", "h"), ("worker1", "a"), ("worker2", "c")]
+
+
+def test_a_stopped_slot_holds_its_pod_until_it_is_gone_and_takes_no_new_one():
+    slots = bind_slots(initial_slots(2), (view("h", "head"), view("a", created="t1"), view("b", created="t2")))
+    slots = tuple(Slot(s.name, s.role, "stopped", s.pod) if s.name == "worker1" else s for s in slots)
+    slots = bind_slots(slots, (view("h", "head"), view("a"), view("b")))
+    assert [(s.name, s.desired, s.pod) for s in slots][1:] == [("worker1", "stopped", "a"), ("worker2", "running", "b")]
+    slots = bind_slots(slots, (view("h", "head"), view("b"), view("d", created="t9")))
+    assert [(s.name, s.pod) for s in slots] == [("head", "h"), ("worker1", None), ("worker2", "b"), ("worker3", "d")]
+
+
+def test_the_head_slot_never_takes_a_worker_pod():
+    slots = bind_slots(initial_slots(1), (view("a"), view("h2", "head", terminating=True)))
+    assert [(s.name, s.pod) for s in slots] == [("head", None), ("worker1", "a")]
+
+
+# --- port-forwards ------------------------------------------------------------------------------------------------
+
+def test_a_forward_follows_its_node_to_the_new_pod_on_the_same_local_port(tmp_path):
+    runner = FakeRunner()
+    current = {"worker1": "pod-a", "head": "pod-h"}
+    ports = iter((41001, 41002))
+    forwards = PortForwards(Kubectl("kind-x", NS), runner, lambda: dict(current), tmp_path, port_for=lambda: next(ports))
+    fwd = forwards.add("worker1", 8000)
+    assert forwards.add("worker1", 8000) == fwd and fwd.base_url == "http://127.0.0.1:41001"
+    forwards.reconcile()
+    assert [argv[-2:] for argv, _ in runner.spawned] == [("pod/pod-a", "41001:8000")]
+    forwards.reconcile()
+    assert len(runner.spawned) == 1  # alive: left alone
+    runner.spawned[0][1].returncode = 1  # the pod died, and its forward with it
+    current["worker1"] = None
+    forwards.reconcile()
+    assert len(runner.spawned) == 1  # no pod to forward to yet: connections are refused meanwhile
+    current["worker1"] = "pod-a2"
+    forwards.reconcile()
+    assert runner.spawned[-1][0][-2:] == ("pod/pod-a2", "41001:8000")
+    assert all("127.0.0.1" in argv for argv, _ in runner.spawned)
+    forwards.stop()
+    assert runner.spawned[-1][1].poll() is not None
+
+
+def test_endpoints_are_loopback_forwards_one_per_running_node(settings, runner):
+    cluster = kind_cluster(settings, runner)
+    endpoints = cluster.endpoints()
+    assert [e.node for e in endpoints] == ["head", "worker1", "worker2"]
+    assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/", e.url) for e in endpoints)
+    assert cluster.endpoints(route="/health")[0].url.endswith("/health")
+    assert cluster.allowed_networks() == ()
+
+
+# --- the Redis password -------------------------------------------------------------------------------------------
+
+def test_the_password_goes_on_stdin_only(settings, runner):
+    secret = Secret.generate()
+    cluster = kind_cluster(settings, runner, secret=secret)
+    cluster.run_dir.mkdir(parents=True)
+    cluster._apply_objects()
+    applied = [(argv, stdin) for argv, stdin in runner.calls if "apply" in argv]
+    assert len(applied) == 1 and secret.reveal() in (applied[0][1] or "")
+    assert all(secret.reveal() not in " ".join(argv) for argv, _ in runner.calls)
+    for path in Path(settings.kube.state_dir).rglob("*"):
+        assert not path.is_file() or secret.reveal() not in path.read_text(errors="replace")
+
+
+def test_errors_never_carry_the_password(settings, runner):
+    secret = Secret.generate()
+    runner.on(("apply",), (1, "", f"error: Secret redis-auth invalid: requirepass {secret.reveal()}"))
+    with pytest.raises(KubeStackError) as exc:
+        kind_cluster(settings, runner, secret=secret)._apply_objects()
+    assert secret.reveal() not in str(exc.value) and "***" in str(exc.value)
+
+
+def test_collected_logs_are_scrubbed(tmp_path, settings, runner):
+    secret = Secret.generate()
+    runner.on(("logs",), (0, f"starting gcs with --redis_password={secret.reveal()}\n", ""))
+    runner.on(("exec",), (0, json.dumps({"serve/controller_1.log": f"pw {secret.reveal()}"}), ""))
+    cluster = kind_cluster(settings, runner, secret=secret)
+    cluster.collect_logs(tmp_path / "logs")
+    files = list((tmp_path / "logs").iterdir())
+    assert {"pod__rs-head-x1.log", "ray__head__serve__controller_1.log", "events.json", "status.json"} <= {
+        f.name for f in files}
+    assert all(secret.reveal() not in f.read_text() for f in files)
+
+
+# --- preflight: missing tools, unreachable clusters, an operator that never comes up ----------------------------
+
+def test_a_missing_tool_is_named_with_how_to_install_it(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: None if tool == "kind" else f"/usr/bin/{tool}")
+    with pytest.raises(ToolMissing, match=r"kind not found on PATH: install kind v0\.33\.0.*go install"):
+        require_tools(("docker", "kind", "kubectl", "helm"))
+    monkeypatch.setattr("shutil.which", lambda tool: None)
+    for tool, hint in (("docker", "Docker Engine"), ("kubectl", "kubernetes.io"), ("helm", "Helm 3")):
+        with pytest.raises(ToolMissing, match=f"{tool} not found.*{hint}"):
+            require_tools((tool,))
+
+
+def test_a_silent_docker_engine_is_reported(runner):
+    runner.on(("docker", "info"), (1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock"))
+    with pytest.raises(KubeStackError, match="(?s)Docker engine does not answer.*Cannot connect"):
+        require_docker_engine(runner)
+
+
+def test_an_unreachable_cluster_is_reported(settings, runner, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
+    runner.on(("get", "--raw", "/readyz"), (1, "", "dial tcp 10.0.0.1:6443: connect: connection refused"))
+    cluster = KubeCluster(load_config(), settings, context="kind-lab", run_id=RUN, runner=runner)
+    with pytest.raises(KubeStackError, match="API server of context 'kind-lab' does not answer.*connection refused"):
+        cluster.up()
+    assert not runner.argvs("create")
+
+
+def test_a_cluster_without_kuberay_is_reported(settings, runner, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
+    runner.on(("get", "crd", "rayservices.ray.io"), (1, "", "NotFound"))
+    cluster = KubeCluster(load_config(), settings, context="kind-lab", run_id=RUN, runner=runner)
+    with pytest.raises(KubeStackError, match="KubeRay is not installed.*helm install kuberay-operator.*--version 1.7.1"):
+        cluster.up()
+
+
+def test_an_operator_that_never_gets_ready_shows_its_log(settings, runner):
+    runner.on(("get", "deployment", "kuberay-operator"), (0, json.dumps({"status": {}}), ""))
+    runner.on(("logs", "deployment/kuberay-operator"), (0, "E1125 failed to watch RayService: forbidden\n", ""))
+    with pytest.raises(KubeStackError) as exc:
+        kind_cluster(settings, runner)._wait_operator()
+    assert "KubeRay operator" in str(exc.value) and "failed to watch RayService: forbidden" in str(exc.value)
+
+
+def test_a_failed_up_removes_what_it_created(settings, runner, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
+    runner.on(("kind", "get", "clusters"), (0, "", ""))
+    runner.on(("kind", "create", "cluster"), (1, "", "ERROR: failed to create cluster: node image not found"))
+    cluster = kind_cluster(settings, runner)
+    with pytest.raises(KubeStackError, match="(?s)creating kind cluster.*node image not found"):
+        cluster.up()
+    assert runner.argvs("kind", "delete", "cluster", "--name", "serve-chaos-sc0a1b2c")
+    assert not cluster.run_dir.exists()
+
+
+# --- sweeps -------------------------------------------------------------------------------------------------------
+
+def dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def test_leftover_runs():
+    host = socket.gethostname()
+    assert is_leftover(RunRecord("sc000001", f"{host}/{dead_pid()}", "starting"))
+    assert not is_leftover(RunRecord("sc000002", f"{host}/{os.getpid()}", "starting"))
+    assert not is_leftover(RunRecord("sc000003", f"{host}/{dead_pid()}", "up"))
+    assert not is_leftover(RunRecord("sc000004", f"other-host/{dead_pid()}", "starting"))
+    assert is_leftover(RunRecord("sc000005", "", ""))
+
+
+def test_sweep_kind_removes_only_crashed_runs(settings, runner):
+    state = Path(settings.kube.state_dir)
+    for run_id, owner, status in (("sc00000a", dead_pid(), "starting"), ("sc00000b", os.getpid(), "starting"),
+                                  ("sc00000c", dead_pid(), "up")):
+        (state / run_id).mkdir(parents=True)
+        (state / run_id / "owner").write_text(f"{socket.gethostname()}/{owner}")
+        (state / run_id / "state").write_text(status)
+    runner.on(("kind", "get", "clusters"), (0, "kind\nserve-chaos-sc00000a\nserve-chaos-sc00000b\n"
+                                               "serve-chaos-sc00000c\nserve-chaos-sc00000d\nmy-serve-chaos-sc00000e\n", ""))
+    assert sweep_kind(runner, settings, keep=("sc00000d",)) == ["sc00000a"]
+    assert [argv[4] for argv in runner.argvs("kind", "delete")] == ["serve-chaos-sc00000a"]
+    assert not (state / "sc00000a").exists() and (state / "sc00000b").exists()
+
+
+def test_sweep_namespaces_removes_only_crashed_runs_of_this_host(settings, runner):
+    host = socket.gethostname()
+
+    def ns(run_id: str, owner: str, status: str) -> dict:
+        return {"metadata": {"name": f"serve-chaos-{run_id}", "labels": {LABEL_RUN_ID: run_id, LABEL_MANAGED_BY: MANAGED_BY},
+                             "annotations": {ANNOTATION_OWNER: owner, ANNOTATION_STATE: status}}}
+
+    spaces = {"sc00000a": ns("sc00000a", f"{host}/{dead_pid()}", "starting"),
+              "sc00000b": ns("sc00000b", f"{host}/{os.getpid()}", "starting"),
+              "sc00000c": ns("sc00000c", f"elsewhere/{dead_pid()}", "starting")}
+    runner.on(("get", "namespaces"), (0, json.dumps({"items": list(spaces.values())}), ""))
+    runner.on(("get", "namespace"), lambda argv, stdin: (0, json.dumps(spaces[argv[-3].removeprefix("serve-chaos-")]), ""))
+    kubectl = Kubectl("kind-lab", "default")
+    assert sweep_namespaces(runner, kubectl, settings) == ["sc00000a"]
+    listed = runner.argvs("get", "namespaces")[0]
+    assert f"{LABEL_MANAGED_BY}={MANAGED_BY}" in listed
+    assert [argv[-3] for argv in runner.argvs("delete", "namespace")] == ["serve-chaos-sc00000a"]
+
+
+def test_a_namespace_without_the_run_label_is_never_deleted(settings, runner):
+    runner.on(("get", "namespace"), (0, json.dumps({"metadata": {"name": NS, "labels": {}}}), ""))
+    with pytest.raises(KubeStackError, match="did not create it and will not delete it"):
+        remove_namespace(runner, Kubectl("kind-lab", NS), settings, RUN)
+    assert not runner.argvs("delete")
