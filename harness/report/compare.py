@@ -1,10 +1,14 @@
 """Two runs side by side: per scenario, how its verdict and its figures moved from run A to run B.
 
 Scenarios match by folder name (the test's name). A change counts as a regression when it is worse by more
-than the figure can tell apart (``Tolerances``): a verdict that was a pass and is not, availability lower by
-more than 0.1 percentage point, a longest outage longer by more than one request interval (the resolution
-the outage is measured at), a recovery slower by more than 20 % and 1 s (recoveries vary run to run). A
-scenario missing from run B is a regression too; one new in run B is reported, not judged.
+than the figures can tell apart (``Tolerances``):
+
+- a verdict that was a pass and is not, or that became a fail (for a control scenario, which must fail on its
+  broken stack: a fail that is not); a control's figures are reported but not judged;
+- availability lower by more than 0.1 percentage point and more than one request's share;
+- a longest outage longer by more than one request interval (the resolution it is measured at);
+- a recovery slower by more than 20 % and more than 1 s (recoveries vary from run to run);
+- a scenario missing from run B. One new in run B is reported, not judged.
 """
 
 from __future__ import annotations
@@ -77,15 +81,18 @@ class RunComparison:
         return tuple(s for s in self.scenarios if s.regressed)
 
 
+EPSILON = 1e-9  # figures computed from float times: equal within this
+
+
 def _move(before: float | None, after: float | None, *, higher_is_better: bool, tolerance: float) -> Movement:
     if before is None or after is None:
         return Movement.UNKNOWN
     gain = (after - before) if higher_is_better else (before - after)
+    if abs(gain) <= EPSILON:
+        return Movement.SAME
     if gain > 0:
         return Movement.BETTER
-    if gain == 0:
-        return Movement.SAME
-    return Movement.REGRESSED if -gain > tolerance else Movement.WORSE
+    return Movement.REGRESSED if -gain > tolerance + EPSILON else Movement.WORSE
 
 
 def _verdict_move(before: ScenarioSummary | None, after: ScenarioSummary | None) -> Movement:
@@ -93,13 +100,14 @@ def _verdict_move(before: ScenarioSummary | None, after: ScenarioSummary | None)
         return Movement.REGRESSED if before is not None else Movement.UNKNOWN
     if before is None:
         return Movement.UNKNOWN
-    rank = {Status.PASS: 2, Status.UNKNOWN: 1, Status.FAIL: 0}
-    a, b = rank[before.status], rank[after.status]
+    # closer to what the scenario expects is better: a pass, or a fail for a control (a broken stack)
+    rank = {after.expected: 2, Status.UNKNOWN: 1}
+    a, b = rank.get(before.status, 0), rank.get(after.status, 0)
     if b == a:
         return Movement.SAME
     if b > a:
         return Movement.BETTER
-    return Movement.REGRESSED if before.status is Status.PASS or after.status is Status.FAIL else Movement.WORSE
+    return Movement.REGRESSED if a == 2 or b == 0 else Movement.WORSE
 
 
 METRICS: tuple[tuple[str, Callable[[Figures], float | None], bool], ...] = (
@@ -111,8 +119,8 @@ METRICS: tuple[tuple[str, Callable[[Figures], float | None], bool], ...] = (
 
 
 def _tolerance(metric: str, before: Figures, tolerances: Tolerances) -> float:
-    if metric.startswith("availability"):
-        return tolerances.availability
+    if metric.startswith("availability"):  # one request's share is the finest step availability takes
+        return max(tolerances.availability, 1 / before.requests if before.requests else 0.0)
     if metric == "longest outage":
         return before.resolution_s or tolerances.outage_floor_s
     base = before.time_to_recover_s or 0.0
@@ -127,7 +135,10 @@ def compare_scenarios(before: ScenarioSummary | None, after: ScenarioSummary | N
         a = get(before.figures) if before else None
         b = get(after.figures) if after else None
         tolerance = _tolerance(metric, before.figures, tolerances) if before else 0.0
-        changes.append(Change(metric, a, b, _move(a, b, higher_is_better=higher_is_better, tolerance=tolerance)))
+        movement = _move(a, b, higher_is_better=higher_is_better, tolerance=tolerance)
+        if movement is Movement.REGRESSED and after is not None and after.expected is not Status.PASS:
+            movement = Movement.WORSE  # a control's figures are meant to be bad: only its verdict is judged
+        changes.append(Change(metric, a, b, movement))
     return ScenarioDelta(folder, before, after, _verdict_move(before, after), tuple(changes))
 
 

@@ -28,6 +28,7 @@ LOGS = "logs"
 LOGS_ERROR = "logs-error.txt"
 TIMELINE = "timeline.html"
 CONFIG = "config.json"
+EXPECTED = "expected_status"  # optional in verdict.json: "fail" for a control scenario (default "pass")
 
 RETRIED = f"with_retries.availability_{RETRY_3X_EXPONENTIAL.name}"  # the figure key scenarios write
 
@@ -68,6 +69,11 @@ class ScenarioSummary:
     files: tuple[Artifact, ...]  # history, verdict, timeline, the logs folder
     logs: tuple[Artifact, ...]  # every file collected under logs/
     problems: tuple[str, ...]  # what is missing or damaged, in words
+    expected: Status = Status.PASS  # a control scenario (a broken stack) is expected to fail
+
+    @property
+    def as_expected(self) -> bool:
+        return self.status is self.expected
 
     @property
     def checks(self) -> tuple[Verdict, ...]:
@@ -194,7 +200,8 @@ def _artifacts(folder: Path, run_dir: Path) -> tuple[tuple[Artifact, ...], tuple
     logs = []
     if logs_dir.is_dir():
         files.append(Artifact("logs folder", rel(logs_dir) + "/"))
-        logs = [Artifact(p.relative_to(logs_dir).as_posix(), rel(p)) for p in sorted(logs_dir.rglob("*")) if p.is_file()]
+        logs = [Artifact(p.relative_to(logs_dir).as_posix(), rel(p))
+                for p in sorted(logs_dir.rglob("*")) if p.is_file()]
     return tuple(files), tuple(logs)
 
 
@@ -216,9 +223,12 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
                 problems.append("history has no requests: no traffic was recorded")
     else:
         problems.append(f"no {HISTORY}: nothing was recorded")
+    expected = Status.PASS
     if (folder / VERDICT).exists():
         try:
-            result = result_from_json(json.loads((folder / VERDICT).read_text()))
+            obj = json.loads((folder / VERDICT).read_text())
+            result = result_from_json(obj)
+            expected = Status(obj.get(EXPECTED, Status.PASS))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"{VERDICT} unreadable ({type(exc).__name__}: {exc})")
     else:
@@ -241,7 +251,7 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
     return ScenarioSummary(
         folder=folder.name, scenario=result.scenario if result else folder.name.removeprefix("test_"),
         status=status, reason=reason, result=result, history=history, figures=figures,
-        files=files, logs=logs, problems=tuple(problems),
+        files=files, logs=logs, problems=tuple(problems), expected=expected,
     )
 
 

@@ -39,12 +39,17 @@ RUN_ID = re.compile(r"^\d{8}-\d{6}(-[0-9a-f]+)?$")  # the pytest plugin's <date>
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "png", "scale": 2}}
 VERSIONED = ("ray", "serve-chaos-harness", "plotly", "jinja2", "allure-pytest")
 
+def scenario_anchor(scenario: ScenarioSummary) -> str:
+    """The id of a scenario's section on the run page."""
+    return "s-" + re.sub(r"[^A-Za-z0-9_-]", "-", scenario.folder)
+
+
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("harness.report", "templates"),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
 )
 _env.filters.update(percent=fmt.percent, seconds=fmt.seconds, interval=fmt.interval,
-                    change_value=fmt.change_value, change_delta=fmt.change_delta)
+                    change_value=fmt.change_value, change_delta=fmt.change_delta, anchor=scenario_anchor)
 _env.globals.update(Status=Status, Movement=Movement)
 
 
@@ -85,7 +90,8 @@ def _read_config(run_dir: Path, config: Mapping | None) -> tuple[Mapping | None,
 
 
 def _versions(redacted: RedactedConfig | None) -> tuple[tuple[ConfigEntry, ...], str]:
-    recorded = tuple(e for e in redacted.entries if e.key.startswith("versions.")) if redacted else ()
+    recorded = tuple(dataclasses.replace(e, key=e.key.removeprefix("versions.")) for e in redacted.entries
+                     if e.key.startswith("versions.")) if redacted else ()
     if recorded:
         return recorded, "recorded with the run"
     entries = [ConfigEntry("python", platform.python_version(), False)]
@@ -198,7 +204,8 @@ def attach_timeline(scenario_dir: Path) -> Path:
     fig = timeline_figure(history) if history is not None else None
     html = _env.get_template("timeline.html.j2").render(
         title=scenario_dir.name, figure=figure_div(fig, "timeline") if fig is not None else None,
-        plotly_js=plotly_js() if fig is not None else "", problem=problem, truncated=bool(history and history.truncated),
+        plotly_js=plotly_js() if fig is not None else "", problem=problem,
+        truncated=bool(history and history.truncated),
         resolution=history.request_interval() if history else None, generated=_now())
     path = scenario_dir / TIMELINE
     _write(path, html)
@@ -208,10 +215,3 @@ def attach_timeline(scenario_dir: Path) -> Path:
         return path
     allure.attach.file(str(path), name="timeline", attachment_type=allure.attachment_type.HTML)
     return path
-
-
-def scenario_anchor(scenario: ScenarioSummary) -> str:
-    return "s-" + re.sub(r"[^A-Za-z0-9_-]", "-", scenario.folder)
-
-
-_env.filters["anchor"] = scenario_anchor
