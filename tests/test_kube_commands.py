@@ -537,3 +537,17 @@ def test_a_namespace_without_the_run_label_is_never_deleted(settings, runner):
     with pytest.raises(KubeStackError, match="did not create it and will not delete it"):
         remove_namespace(runner, Kubectl("kind-lab", NS), settings, RUN)
     assert not runner.argvs("delete")
+
+
+def test_images_are_pulled_once_and_loaded_where_they_run(settings, runner):
+    nodes = "serve-chaos-sc0a1b2c-control-plane\nserve-chaos-sc0a1b2c-worker\nserve-chaos-sc0a1b2c-worker2\n"
+    runner.on(("kind", "get", "nodes"), (0, nodes, ""))
+    runner.on(("docker", "image", "inspect"), lambda argv, stdin: (0 if argv[-1].startswith("redis") else 1, "", ""))
+    kind_cluster(settings, runner)._preload_images()
+    assert runner.argvs("docker", "pull") == [("docker", "pull", "rayproject/ray:2.60.0")]
+    assert runner.argvs("kind", "load") == [
+        ("kind", "load", "docker-image", "rayproject/ray:2.60.0", "--name", "serve-chaos-sc0a1b2c",
+         "--nodes", "serve-chaos-sc0a1b2c-worker,serve-chaos-sc0a1b2c-worker2"),
+        ("kind", "load", "docker-image", "redis:7.4.2", "--name", "serve-chaos-sc0a1b2c",
+         "--nodes", "serve-chaos-sc0a1b2c-control-plane"),
+    ]

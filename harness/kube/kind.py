@@ -18,8 +18,8 @@ from harness.kube.runs import RunRecord, is_leftover
 from harness.kube.settings import KubeSettings, load_settings
 from harness.kube.slots import HEAD
 from harness.kube.tools import (
-    Kind, KubeStackError, Runner, SubprocessRunner, ToolMissing, docker_kill, helm_install_operator,
-    require_docker_engine, require_tools,
+    Kind, KubeStackError, Runner, SubprocessRunner, ToolMissing, docker_image_present, docker_kill, docker_pull,
+    helm_install_operator, require_docker_engine, require_tools,
 )
 from harness.local.backend import UpReport, new_run_id
 from harness.local.config import StackConfig
@@ -51,6 +51,8 @@ class KindCluster(RayServiceCluster):
         if swept:
             progress(f"swept kind clusters that crashed runs left behind: {', '.join(swept)}")
         self._phase(report, progress, "kind cluster", self._create_cluster)
+        if self.settings.kind.preload_images:
+            self._phase(report, progress, "images", self._preload_images)
         self._phase(report, progress, "kuberay operator", self._install_operator)
 
     def _create_cluster(self) -> None:
@@ -63,6 +65,24 @@ class KindCluster(RayServiceCluster):
         if not result.ok:
             raise KubeStackError(f"the API server of {self.kind.context} does not answer after `kind create cluster`:"
                                  f"\n{result.tail(5)}")
+
+    def _preload_images(self) -> None:
+        """Pull each image once on the host and load it into the nodes that run it: Ray's into the worker
+        nodes only (it is large), Redis's where Redis runs. Nodes then never pull from a registry."""
+        nodes = self._run(self.kind.node_containers(), "listing the kind nodes").stdout.split()
+        workers = [n for n in nodes if not n.endswith("-control-plane")]
+        redis_nodes = [n for n in nodes if n.endswith("-control-plane")] if self.settings.kind.redis_on_control_plane \
+            else []
+        images = [(self.settings.kube.ray_image, workers)]
+        if self.config.redis.enabled:
+            images.append((self.settings.kube.redis_image, redis_nodes))
+        timeout = self.settings.timeouts.images_s
+        for image, targets in images:
+            if not self._run(docker_image_present(image), f"looking for {image} on the host", check=False).ok:
+                self._run(docker_pull(image), f"pulling {image} on the host (or set [kind] preload_images = false)",
+                          timeout_s=timeout)
+            self._run(self.kind.load_image(image, targets), f"loading {image} into {', '.join(targets) or 'every node'}",
+                      timeout_s=timeout)
 
     def _install_operator(self) -> None:
         kind = self.settings.kind

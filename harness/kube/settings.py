@@ -52,10 +52,12 @@ class KindSection(_Section):
     kuberay_chart_repo: str
     kuberay_version: str = Field(pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$")
     redis_on_control_plane: bool
+    preload_images: bool
 
 
 class KubeTimeouts(_Section):
     cluster_create_s: float = Field(gt=0)
+    images_s: float = Field(gt=0)
     operator_ready_s: float = Field(gt=0)
     redis_ready_s: float = Field(gt=0)
     rayservice_ready_s: float = Field(gt=0)

@@ -195,6 +195,11 @@ class Kind:
     def node_containers(self) -> tuple[str, ...]:
         return ("kind", "get", "nodes", "--name", self.name)
 
+    def load_image(self, image: str, nodes: Sequence[str]) -> tuple[str, ...]:
+        """Copy an image from the host's Docker into ``nodes`` (all of the cluster's when empty)."""
+        argv = ("kind", "load", "docker-image", image, "--name", self.name)
+        return (*argv, "--nodes", ",".join(nodes)) if nodes else argv
+
 
 def helm_install_operator(*, chart: str, repo: str, version: str, namespace: str, context: str,
                           kubeconfig: str | None) -> tuple[str, ...]:
@@ -207,3 +212,11 @@ def helm_install_operator(*, chart: str, repo: str, version: str, namespace: str
 
 def docker_kill(container: str) -> tuple[str, ...]:
     return ("docker", "kill", container)
+
+
+def docker_image_present(image: str) -> tuple[str, ...]:
+    return ("docker", "image", "inspect", "--format", "{{.Id}}", image)
+
+
+def docker_pull(image: str) -> tuple[str, ...]:
+    return ("docker", "pull", image)
