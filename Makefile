@@ -3,17 +3,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := redis-server iproute2 iptables util-linux procps python3-venv
+ALLURE_VERSION := 3.18.0
+ALLURE := .allure/node_modules/.bin/allure
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo test test-fast bench clean-stack
+.PHONY: setup system-packages demo stack-demo test test-fast bench allure clean-stack
 
 setup: system-packages $(STAMP)
 
 # apt only when a tool is missing (apt-get update first, as on a fresh machine)
 system-packages:
 	@missing=""; \
-	for tool in redis-server:redis-server ip:iproute2 iptables:iptables unshare:util-linux nsenter:util-linux ps:procps; do \
+	for tool in redis-server:redis-server ip:iproute2 iptables:iptables unshare:util-linux nsenter:util-linux ps:procps \
+	            setpriv:util-linux chromium:chromium; do \
 	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool##*:}"; \
 	done; \
 	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
@@ -29,8 +31,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e .
 	@touch $(STAMP)
 
-# Bring the local stack up, show what runs, query every proxy, tear down (even on failure or Ctrl-C).
+# The main job: the seed scenarios on the local backend; the HTML report lands in reports/latest/index.html.
 demo: setup
+	$(PY) -m pytest scenarios/test_guide.py -p no:cacheprovider --junitxml=reports/junit-demo.xml $(PYTEST_ARGS)
+	@echo "report: reports/latest/index.html"
+
+# Bring the local stack up, show what runs, query every proxy, tear down (even on failure or Ctrl-C).
+stack-demo: setup
 	@trap '$(PY) -m harness down' EXIT; \
 	$(PY) -m harness up && \
 	$(PY) -m harness status && \
@@ -39,13 +46,25 @@ demo: setup
 	done
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --junitxml=reports/junit.xml
 
 test-fast: setup
 	$(PY) -m pytest -m "not stack"
 
 bench: setup
 	$(PY) benchmarks/stack_bench.py
+	$(PY) benchmarks/traffic_bench.py
+	$(PY) benchmarks/suite_bench.py
+
+$(ALLURE):
+	npm install --prefix .allure --no-save --no-audit --no-fund allure@$(ALLURE_VERSION)
+
+# Run the tests with Allure results, then render them into one file that opens from disk, offline.
+allure: setup $(ALLURE)
+	rm -rf reports/allure-results reports/allure-report
+	$(PY) -m pytest --alluredir=reports/allure-results $(PYTEST_ARGS); status=$$?; \
+	ALLURE_NO_ANALYTICS=true $(ALLURE) allure2 --single-file --output reports/allure-report reports/allure-results && \
+	echo "Allure report: reports/allure-report/index.html"; exit $$status
 
 # Remove a stack left up (e.g. after `--keep-stack`) and anything a crashed run left behind.
 clean-stack: setup

@@ -14,6 +14,12 @@ from pathlib import Path
 import pytest
 
 BACKENDS = ("local",)
+SECRETS = pytest.StashKey[list]()
+
+
+def remember_secret(pytestconfig: pytest.Config, secret) -> None:
+    """Secrets of every stack the session made: scrubbed from the report folder at the end."""
+    pytestconfig.stash.setdefault(SECRETS, []).append(secret.reveal())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,14 +53,36 @@ def stack_config(pytestconfig: pytest.Config):
 
 
 @pytest.fixture(scope="session")
-def report_dir(pytestconfig: pytest.Config) -> Path:
-    """This session's report folder: <report-dir>/<date>-<time>-<hex>/."""
+def report_dir(pytestconfig: pytest.Config, stack_config) -> Iterator[Path]:
+    """This session's report folder: <report-dir>/<date>-<time>-<hex>/. At the end of the session every
+    stack's secret is scrubbed from it and its index.html is written (reports/latest points at it)."""
     import secrets
     import time
 
     path = Path(pytestconfig.getoption("--report-dir")) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    yield path
+    from harness.report import scrub_tree, write_run_report
+
+    if found := [s for s in pytestconfig.stash.get(SECRETS, []) if s]:
+        scrub_tree(path, found)
+    if any(path.iterdir()):
+        print(f"\nreport: {write_run_report(path, config=run_config(stack_config))}", flush=True)
+
+
+def run_config(stack_config) -> dict:
+    """The configuration shown in the report: the stack, the budgets, the versions. No secret is in it
+    (the password is not part of the stack config; the report redacts secret-looking keys anyway)."""
+    import ray
+
+    import harness
+    from harness.scenario import DEFAULT_BUDGETS
+
+    import tomllib
+
+    return {"stack": stack_config.model_dump(mode="json"),
+            "budgets": tomllib.loads(DEFAULT_BUDGETS.read_text()),
+            "versions": {"ray": ray.__version__, "harness": harness.__version__}}
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +91,7 @@ def stack(stack_config, pytestconfig: pytest.Config) -> Iterator:
     from harness.local.backend import LocalCluster
 
     cluster = LocalCluster(stack_config)
+    remember_secret(pytestconfig, cluster.secret)
     try:
         cluster.up(progress=lambda msg: print(f"[stack {cluster.run_id}] {msg}", flush=True))
         yield cluster

@@ -88,10 +88,12 @@ class ScenarioResult:
     identities: tuple[IdentityRow, ...]
     findings: tuple[str, ...]
     phases: tuple[PhaseTiming, ...]
+    expected: Status = Status.PASS  # a control must fail
 
     def to_json(self) -> dict:
         return {
             "scenario": self.scenario, "stack_run_id": self.stack_run_id, "status": str(self.verdict.status),
+            "expected_status": str(self.expected),
             "reason": self.verdict.reason, "verdict": self.verdict.to_json(), "budget": asdict(self.budget),
             "serving_endpoints": list(self.serving), "identities": [asdict(r) for r in self.identities],
             "findings": list(self.findings), "phases": [asdict(p) for p in self.phases],
@@ -122,7 +124,7 @@ def traffic_coverage(history: History, nodes: Sequence[str], after_recovery_s: f
 
 class ScenarioRun:
     def __init__(self, name: str, cluster: Cluster, out_dir: str | Path, budget: Budget, *,
-                 allowed_networks: Sequence[str] = (), check: ResponseCheck = PidBody(),
+                 allowed_networks: Sequence[str] = (), check: ResponseCheck = PidBody(), expected: Status = Status.PASS,
                  progress: Callable[[str], None] | None = None, max_traffic_s: float = 900.0):
         self.name = name
         self.cluster = cluster
@@ -132,6 +134,7 @@ class ScenarioRun:
         self.allowed_networks = tuple(allowed_networks)
         self.check = check
         self.max_traffic_s = max_traffic_s
+        self.expected = expected
         self.history_path = self.out_dir / "history.jsonl"
         self.history_path.unlink(missing_ok=True)
         self.writer = HistoryWriter(self.history_path)
@@ -258,11 +261,12 @@ class ScenarioRun:
         verdict = combine(self.name, list(checks))
         result = ScenarioResult(self.name, self.cluster.run_id, verdict, self.budget, tuple(serving),
                                 identities(before, after), tuple(f for fault in self.faults for f in fault.findings),
-                                tuple(self.phases))
+                                tuple(self.phases), self.expected)
         (self.out_dir / "verdict.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
         if verdict.status is not Status.PASS:
             self.collect_diagnostics()
         _allure_attach(self.out_dir)
+        _attach_timeline(self.out_dir)
         self.progress(f"[{self.name}] verdict {verdict.status}: {explain(verdict)}")
         return result
 
@@ -356,6 +360,15 @@ def _allure_step(title: str):
     except ImportError:  # allure-pytest is a dependency, but the harness runs without it
         return contextlib.nullcontext()
     return allure.step(title)
+
+
+def _attach_timeline(out_dir: Path) -> None:
+    try:
+        from harness.report import attach_timeline
+
+        attach_timeline(out_dir)
+    except Exception as exc:  # noqa: BLE001 - a report problem must not hide the verdict
+        (out_dir / "timeline-error.txt").write_text(f"could not render the timeline: {exc}\n")
 
 
 def _allure_attach(out_dir: Path) -> None:

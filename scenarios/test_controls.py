@@ -17,10 +17,17 @@ from harness import guide
 from harness.checkers import Status
 from harness.local.backend import LocalCluster
 from harness.local.config import REPO_ROOT, load_config
+from harness.pytest_plugin import remember_secret
 from harness.scenario import ScenarioResult, explain
 
 pytestmark = [pytest.mark.stack, pytest.mark.control]
 CONTROLS = REPO_ROOT / "cluster" / "controls"
+
+
+@pytest.fixture
+def control(scenario):
+    """A scenario run that is expected to fail: its verdict.json says so, and the report shows it as a control."""
+    return lambda cluster, name: scenario(cluster, name, expected=Status.FAIL)
 
 
 def assert_failed(result: ScenarioResult, *properties: str) -> None:
@@ -32,8 +39,9 @@ def assert_failed(result: ScenarioResult, *properties: str) -> None:
     print(f"control {result.scenario} failed as it must: {explain(result.verdict)}")
 
 
-def control_stack(name: str) -> Iterator[LocalCluster]:
+def control_stack(name: str, pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
     cluster = LocalCluster(load_config(CONTROLS / name))
+    remember_secret(pytestconfig, cluster.secret)
     try:
         cluster.up(progress=lambda msg: print(f"[{name} {cluster.run_id}] {msg}", flush=True))
         yield cluster
@@ -42,50 +50,50 @@ def control_stack(name: str) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="module")
-def fragile_stack() -> Iterator[LocalCluster]:
-    yield from control_stack("fragile.toml")
+def fragile_stack(pytestconfig) -> Iterator[LocalCluster]:
+    yield from control_stack("fragile.toml", pytestconfig)
 
 
 @pytest.fixture(scope="module")
-def no_ft_stack() -> Iterator[LocalCluster]:
-    yield from control_stack("no_gcs_ft.toml")
+def no_ft_stack(pytestconfig) -> Iterator[LocalCluster]:
+    yield from control_stack("no_gcs_ft.toml", pytestconfig)
 
 
 # --- the fragile stack: one replica, pinned to worker1 -----------------------------------------------------
 
-def test_worker_pod_failure_control(fragile_stack, scenario):
-    result = guide.worker_pod_failure(scenario(fragile_stack, "worker_pod_failure"), fragile_stack, "worker1")
+def test_worker_pod_failure_control(fragile_stack, control):
+    result = guide.worker_pod_failure(control(fragile_stack, "worker_pod_failure"), fragile_stack, "worker1")
     assert_failed(result, "availability", "longest_outage")
 
 
-def test_replica_failure_control(fragile_stack, scenario):
-    result = guide.replica_failure(scenario(fragile_stack, "replica_failure"), fragile_stack, "worker1")
+def test_replica_failure_control(fragile_stack, control):
+    result = guide.replica_failure(control(fragile_stack, "replica_failure"), fragile_stack, "worker1")
     assert_failed(result, "availability", "longest_outage")
 
 
-def test_replica_spread_control(fragile_stack, scenario, stack_config):
-    result = guide.replica_spread(scenario(fragile_stack, "replica_spread"), fragile_stack, "worker1",
+def test_replica_spread_control(fragile_stack, control, stack_config):
+    result = guide.replica_spread(control(fragile_stack, "replica_spread"), fragile_stack, "worker1",
                                   stack_config.app.max_replicas_per_node)
     assert_failed(result, "placement")
 
 
-def test_health_check_failure_control(fragile_stack, scenario):
-    result = guide.health_check_failure(scenario(fragile_stack, "health_check_failure"), fragile_stack, "head")
+def test_health_check_failure_control(fragile_stack, control):
+    result = guide.health_check_failure(control(fragile_stack, "health_check_failure"), fragile_stack, "head")
     assert_failed(result, "fault_took_effect")
 
 
-def test_worker_node_failure_control(fragile_stack, scenario):
+def test_worker_node_failure_control(fragile_stack, control):
     # last on this stack: worker1 is lost for good, and the replacement has no `pinned` resource
-    result = guide.worker_node_failure(scenario(fragile_stack, "worker_node_failure"), fragile_stack, "worker1")
+    result = guide.worker_node_failure(control(fragile_stack, "worker_node_failure"), fragile_stack, "worker1")
     assert_failed(result, "availability", "time_to_recover")
 
 
 # --- the head without GCS fault tolerance: the guide's own control ------------------------------------------
 
-def test_head_failure_without_gcs_ft(no_ft_stack, scenario):
+def test_head_failure_without_gcs_ft(no_ft_stack, control):
     """Kill the head of a stack without GCS FT: the harness must see the outage, the workers restart, and
     the app go away until the operator redeploys it."""
-    run = scenario(no_ft_stack, "head_failure")
+    run = control(no_ft_stack, "head_failure")
     result = guide.head_failure(run, no_ft_stack)
     assert_failed(result, "availability", "longest_outage", "replicas_kept")
     injected = next(e.t_wall for e in run.history().events if e.kind == "inject")
@@ -98,17 +106,17 @@ def test_head_failure_without_gcs_ft(no_ft_stack, scenario):
 
 # --- the shared stack, with the repairing part switched off ------------------------------------------------
 
-def test_controller_failure_control(stack, scenario):
+def test_controller_failure_control(stack, control):
     """Without the operator, nothing brings a controller killed with no_restart=True back."""
-    run = scenario(stack, "controller_failure")
+    run = control(stack, "controller_failure")
     stack.set_operator(False)
     run.add_cleanup("re-arm the operator", lambda: stack.set_operator(True))
     result = guide.controller_failure(run, stack)
     assert_failed(result, "time_to_recover")
 
 
-def test_proxy_failure_control(stack, scenario):
+def test_proxy_failure_control(stack, control):
     """A client with no other proxy to go to sees the killed proxy's outage."""
     target = stack.worker_names()[0]
-    result = guide.proxy_failure(scenario(stack, "proxy_failure"), stack, target, serving=[target])
+    result = guide.proxy_failure(control(stack, "proxy_failure"), stack, target, serving=[target])
     assert_failed(result, "availability", "longest_outage")
