@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.cluster import (
-    ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, RayActor, ReplicaInfo, StackEvent,
+    ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, RayActor, StackEvent,
     StackStatus,
 )
 from harness.kube.forward import PortForwards
