@@ -14,6 +14,9 @@ from test_kube_commands import RUN, FakeRunner, kind_cluster, pod
 
 from harness.local.serve_api import HeadApi
 
+# up() validates the objects offline first
+pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+
 HEAD_IP, W1_IP, W2_IP = "10.244.1.5", "10.244.2.5", "10.244.3.5"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -18,6 +17,8 @@ from harness.kube.settings import load_settings
 from harness.local.backend import build_serve_config
 from harness.local.config import REPO_ROOT, ConfigError, load_config
 from harness.secrets import Secret
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 
 GENERATED = REPO_ROOT / "cluster" / "kube" / "generated"
 RUN = "sc0a1b2c"

@@ -12,6 +12,8 @@ from harness.kube.manifests import stack_manifests
 from harness.kube.settings import load_settings
 from harness.local.config import load_config
 
+pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+
 
 @pytest.fixture(scope="module")
 def rayservice() -> dict:

@@ -23,12 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import jsonschema
-import kubernetes_validate
-from kubernetes_validate import utils as kv_utils
 from packaging.version import Version
 from referencing import Registry, Resource
 
 from harness.kube.manifests import StackManifests
+from harness.local.config import ConfigError
 
 # kind v0.33.0's default node image runs Kubernetes 1.37; kubernetes-validate 1.37.0 bundles its schemas
 K8S_VERSION = "1.37"
@@ -188,6 +187,17 @@ RAYSERVICE = Obj((
 
 # --- checking ---------------------------------------------------------------------------------------------------
 
+def _kubernetes_validate():
+    """kubernetes-validate, imported when a check needs it (it carries every Kubernetes version's schemas)."""
+    try:
+        import kubernetes_validate
+        import kubernetes_validate.utils
+    except ImportError:
+        raise ConfigError("the offline checks of Kubernetes objects need kubernetes-validate: "
+                          "`pip install kubernetes-validate` (the project pins it)") from None
+    return kubernetes_validate
+
+
 def _where(spec: Spec, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(field name, its full path) for every field of the schema, lists as ``[]``."""
     if isinstance(spec, Obj):
@@ -269,11 +279,12 @@ def check_rayservice(obj: dict, version: str = K8S_VERSION) -> tuple[FieldProble
 @functools.cache
 def _definitions(version: str) -> tuple[str, Registry]:
     """(the definitions' base URI, a registry holding them) from kubernetes-validate's strict schemas."""
+    kv = _kubernetes_validate()
     wanted = Version(version)
-    known = [v for v in kv_utils.all_versions() if Version(kv_utils.major_minor(v)) <= wanted]
+    known = [v for v in kv.utils.all_versions() if Version(kv.utils.major_minor(v)) <= wanted]
     if not known:
-        raise ValueError(f"kubernetes-validate {kubernetes_validate.version.__version__} has no schemas for {version}")
-    contents = kv_utils.schema_contents(f"kubernetes-json-schema/v{known[-1]}-local-strict/_definitions.json", version)
+        raise ConfigError(f"kubernetes-validate {kv.version.__version__} has no schemas for Kubernetes {version}")
+    contents = kv.utils.schema_contents(f"kubernetes-json-schema/v{known[-1]}-local-strict/_definitions.json", version)
     return contents["$id"], Registry().with_resource(contents["$id"], Resource.from_contents(contents))
 
 
@@ -288,13 +299,14 @@ def check_core(value: object, definition: str, path: str, version: str = K8S_VER
 
 def check_core_object(obj: dict, version: str = K8S_VERSION) -> tuple[FieldProblem, ...]:
     """A whole core object (Namespace, Secret, Deployment, ...) with ``kubernetes-validate --strict``."""
+    kv = _kubernetes_validate()
     name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
     try:
-        kubernetes_validate.validate(obj, version, strict=True)
-    except kubernetes_validate.ValidationError as exc:
+        kv.validate(obj, version, strict=True)
+    except kv.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path) or "(top)"
         return (FieldProblem(f"{name} {where}", exc.message),)
-    except kubernetes_validate.SchemaNotFoundError as exc:
+    except kv.SchemaNotFoundError as exc:
         return (FieldProblem(name, exc.message),)
     return ()
 
