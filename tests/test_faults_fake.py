@@ -1,0 +1,280 @@
+"""Every fault of harness/faults.py against the FakeCluster: inject, taken effect, recovered, idempotent heal,
+FaultError on a missing target; and the fake itself, whose ports are real HTTP servers on 127.0.0.1.
+
+No test sleeps: they wait for observed facts with ``wait_until`` or hold a property with ``hold_for``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from harness.cluster import Cluster, StackStatus
+from harness.fake import FakeApiUnavailable, FakeCluster, FakeConfig, FakeStackError
+from harness.faults import (
+    FailHealthCheck, Fault, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
+    LoseWorkerNode,
+)
+from harness.waiting import hold_for, wait_until
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeCluster]:
+    with FakeCluster() as fake:
+        fake.wait_healthy()
+        yield fake
+
+
+def url_of(cluster: FakeCluster, node: str, route: str | None = None) -> str:
+    return next(e.url for e in cluster.endpoints(route) if e.node == node)
+
+
+def running(status: StackStatus, deployment: str = "SleepyPid") -> dict[str, tuple[str | None, int | None]]:
+    return {r.replica_id: (r.node, r.pid) for r in status.replicas
+            if r.deployment == deployment and r.state == "RUNNING"}
+
+
+def node_id(status: StackStatus, node: str) -> str | None:
+    return next(n.ray_node_id for n in status.nodes if n.name == node)
+
+
+def inject_and_recover(fault: Fault) -> None:
+    fault.inject()
+    wait_until(f"{fault.name} to take effect", fault.taken_effect, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+    wait_until(f"{fault.name} to recover", fault.recovered, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+
+
+# -- the fake itself -----------------------------------------------------------------------------
+
+
+def test_fake_has_every_member_of_the_cluster_protocol():
+    members = {name for name, _ in inspect.getmembers(Cluster, inspect.isfunction) if not name.startswith("_")}
+    members |= set(Cluster.__annotations__)
+    missing = sorted(m for m in members if not hasattr(FakeCluster(), m))
+    assert missing == []
+
+
+def test_each_port_answers_with_the_pid_of_a_replica_on_its_node(cluster: FakeCluster):
+    status = cluster.status()
+    for endpoint in cluster.endpoints():
+        local = {pid for node, pid in running(status).values() if node == endpoint.node}
+        answers = {int(requests.get(endpoint.url, timeout=2).text) for _ in range(4)}
+        assert local, f"the fake placed no replica on {endpoint.node}"
+        assert answers <= local, f"{endpoint.node} answered {answers}, its replicas are {local}"
+
+
+def test_a_killed_node_refuses_connections_and_returns_as_a_new_node(cluster: FakeCluster):
+    before = cluster.status()
+    url = url_of(cluster, "worker2")
+    cluster.kill_node("worker2")
+    assert cluster.node_processes("worker2") == ()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=1)
+    after = cluster.wait_healthy()
+    assert node_id(after, "worker2") not in (None, node_id(before, "worker2"))
+    lost = {rid for rid, (node, _) in running(before).items() if node == "worker2"}
+    assert lost and not lost & set(running(after)), "the replicas of the killed node must be replaced"
+    assert len(running(after)) == len(running(before))
+    assert requests.get(url, timeout=2).status_code == 200
+    kinds = [(e.source, e.kind) for e in cluster.events()
+             if e.target == "worker2" and e.source in ("harness", "supervisor")]
+    assert kinds[-4:] == [("harness", "node_killed"), ("supervisor", "node_exited"),
+                          ("supervisor", "node_restarting"), ("supervisor", "node_started")]
+
+
+def test_a_node_with_restart_policy_never_stays_down_until_started(cluster: FakeCluster):
+    cluster.set_restart_policy("worker2", "never")
+    cluster.kill_node("worker2")
+    hold_for("worker2 to stay down", lambda: not cluster.node_alive("worker2"),
+             seconds=2 * cluster.config.restart_delay_s, interval_s=0.05)
+    cluster.start_node("worker2")
+    assert cluster.node_alive("worker2")
+    cluster.wait_healthy()
+
+
+def test_the_head_down_takes_the_apis_with_it(cluster: FakeCluster):
+    cluster.set_restart_policy("head", "never")
+    cluster.kill_node("head")
+    status = cluster.status()
+    assert not status.serve_api_reachable and status.controller is None and status.replicas == ()
+    with pytest.raises(FakeApiUnavailable):
+        cluster.actors()
+    assert requests.get(url_of(cluster, "worker1"), timeout=2).status_code == 200, "worker proxies keep serving"
+    assert cluster.kill_actor("SERVE_CONTROLLER_ACTOR").returncode != 0
+
+
+def test_a_frozen_node_holds_its_answers_until_thawed(cluster: FakeCluster):
+    url = url_of(cluster, "worker1")
+    cluster.freeze_node("worker1")
+    with pytest.raises(requests.Timeout):
+        requests.get(url, timeout=0.3)
+    cluster.thaw_node("worker1")
+    assert requests.get(url, timeout=2).status_code == 200
+
+
+def test_unknown_nodes_and_dead_targets_are_refused(cluster: FakeCluster):
+    with pytest.raises(FakeStackError, match="no node named 'nope'"):
+        cluster.kill_node("nope")
+    result = cluster.kill_actor("SERVE_REPLICA::nope")
+    assert result.returncode != 0 and "Failed to look up actor" in result.stderr
+
+
+def test_scale_changes_the_running_replicas_and_back(cluster: FakeCluster):
+    cluster.scale("health", "HealthToggle", 3)
+    wait_until("3 HealthToggle replicas", lambda: len(running(cluster.status(), "HealthToggle")) == 3, timeout_s=5,
+               interval_s=0.02)
+    cluster.scale("health", "HealthToggle", None)
+    wait_until("2 HealthToggle replicas", lambda: len(running(cluster.status(), "HealthToggle")) == 2, timeout_s=5,
+               interval_s=0.02)
+    with pytest.raises(FakeStackError):
+        cluster.scale("health", "SleepyPid", 1)
+
+
+# -- every fault: inject -> taken effect -> recovered, with the identity evidence it claims --------------
+
+FAULTS: dict[str, Callable[[FakeCluster], Fault]] = {
+    "KillWorkerPod": lambda c: KillWorkerPod(c, "worker2"),
+    "LoseWorkerNode": lambda c: LoseWorkerNode(c, "worker2"),
+    "KillHead": lambda c: KillHead(c),
+    "KillController": lambda c: KillController(c),
+    "KillReplica": lambda c: KillReplica(c, "worker1"),
+    "KillProxy": lambda c: KillProxy(c, "worker1"),
+    "FailHealthCheck": lambda c: FailHealthCheck(c, url_of(c, "worker1", "/health"), "HealthToggle", 2),
+}
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+def test_fault_takes_effect_then_recovers_and_heal_is_idempotent(cluster: FakeCluster, kind: str):
+    before = cluster.status()
+    fault = FAULTS[kind](cluster)
+    inject_and_recover(fault)
+    after = cluster.status()
+    fault.heal()
+    fault.heal()
+    cluster.wait_healthy()
+    if kind in ("KillWorkerPod", "KillHead"):
+        target = fault.target
+        assert node_id(after, target) != node_id(before, target)
+        on_target = {rid for rid, (node, _) in running(before).items() if node == target}
+        assert on_target and not on_target & set(running(after))
+        survivors = {rid: v for rid, v in running(before).items() if v[0] != target}
+        assert {rid: running(after).get(rid) for rid in survivors} == survivors, "replicas elsewhere keep their PIDs"
+    if kind == "KillHead":
+        assert before.controller and after.controller
+        assert (after.controller.actor_id, after.controller.pid != before.controller.pid) == \
+            (before.controller.actor_id, True), "Ray restarts the detached controller: same actor, new PID"
+    if kind == "LoseWorkerNode":
+        assert isinstance(fault, LoseWorkerNode)
+        assert fault.replacement == "worker3" and cluster.worker_names() == ("worker1", "worker3")
+        assert not cluster.node_alive("worker2")
+    if kind == "KillController":
+        assert before.controller and after.controller and after.controller.actor_id != before.controller.actor_id
+    if kind == "KillReplica":
+        assert isinstance(fault, KillReplica) and fault.victim is not None
+        assert fault.victim.replica_id not in running(after) and len(running(after)) == len(running(before))
+    if kind == "KillProxy":
+        b = next(p for p in before.proxies if p.node == "worker1")
+        a = next(p for p in after.proxies if p.node == "worker1")
+        assert (a.actor_id, a.pid != b.pid) == (b.actor_id, True)
+        assert fault.findings == [f"proxy on worker1 restarted by Ray (same actor id): pid {b.pid} -> {a.pid}"]
+    if kind == "FailHealthCheck":
+        assert isinstance(fault, FailHealthCheck) and fault.victim in running(before, "HealthToggle")
+        assert fault.victim not in {r.replica_id for r in after.replicas}
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+def test_heal_before_inject_is_harmless(cluster: FakeCluster, kind: str):
+    before = cluster.status()
+    fault = FAULTS[kind](cluster)
+    fault.heal()
+    fault.heal()
+    after = cluster.wait_healthy()
+    assert [n.ray_node_id for n in after.nodes] == [n.ray_node_id for n in before.nodes]
+    assert running(after) == running(before)
+    assert not [e for e in cluster.events() if e.source == "harness" and e.kind.endswith("killed")]
+
+
+def test_heal_brings_back_a_controller_the_operator_does_not(cluster: FakeCluster):
+    cluster.set_operator(False)
+    fault = KillController(cluster)
+    fault.inject()
+    wait_until("the controller to be dead", fault.taken_effect, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+    hold_for("no controller without the operator", lambda: not fault.recovered(),
+             seconds=2 * cluster.config.operator_grace_s, interval_s=0.05)
+    fault.heal()
+    wait_until("a new controller after heal", fault.recovered, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+    fault.heal()  # nothing left to heal: a second controller must not appear
+    assert len(cluster.actors(class_name="ServeController", state="ALIVE")) == 1
+
+
+def test_heal_starts_a_worker_whose_pod_never_restarts(cluster: FakeCluster):
+    cluster.set_restart_policy("worker2", "never")
+    fault = KillWorkerPod(cluster, "worker2")
+    fault.inject()
+    wait_until("worker2's processes gone", fault.taken_effect, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+    hold_for("worker2 not back on its own", lambda: not fault.recovered(),
+             seconds=2 * cluster.config.restart_delay_s, interval_s=0.05)
+    fault.heal()
+    wait_until("worker2 back after heal", fault.recovered, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+
+
+# -- FaultError on a missing target ---------------------------------------------------------------
+
+_NODE_FAULT_BUG = ("faults.py: KillWorkerPod/LoseWorkerNode/KillHead.inject do not check that the target node exists; "
+                   "the backend's own error (StackError, here FakeStackError) escapes instead of FaultError")
+_HEALTH_URL_BUG = ("faults.py: FailHealthCheck.inject lets requests' ConnectionError / a non-JSON answer escape "
+                   "instead of raising FaultError")
+
+
+def _stopped_node_health_url(c: FakeCluster) -> str:
+    url = url_of(c, "worker2", "/health")
+    c.stop_node("worker2")
+    return url
+
+
+MISSING: dict[str, Callable[[FakeCluster], Fault]] = {
+    "KillWorkerPod-unknown-node": lambda c: KillWorkerPod(c, "nope"),
+    "KillWorkerPod-node-down": lambda c: (c.stop_node("worker2"), KillWorkerPod(c, "worker2"))[1],
+    "LoseWorkerNode-unknown-node": lambda c: LoseWorkerNode(c, "nope"),
+    "KillHead-unknown-node": lambda c: KillHead(c, "nope"),
+    "KillController-none": lambda c: (c.set_operator(False), c.kill_actor("SERVE_CONTROLLER_ACTOR"),
+                                      KillController(c))[-1],
+    "KillReplica-no-replica-on-node": lambda c: KillReplica(c, "nope"),
+    "KillProxy-no-proxy-on-node": lambda c: KillProxy(c, "nope"),
+    "FailHealthCheck-port-refuses": lambda c: FailHealthCheck(c, _stopped_node_health_url(c)),
+    "FailHealthCheck-app-without-toggle": lambda c: FailHealthCheck(c, url_of(c, "worker1", "/")),
+}
+# known bugs: (what escapes instead of FaultError, why); strict, so a fix turns them into failures to remove
+BUGGY: dict[str, tuple[type[BaseException], str]] = {
+    "KillWorkerPod-unknown-node": (FakeStackError, _NODE_FAULT_BUG),
+    "LoseWorkerNode-unknown-node": (FakeStackError, _NODE_FAULT_BUG),
+    "KillHead-unknown-node": (FakeStackError, _NODE_FAULT_BUG),
+    "FailHealthCheck-port-refuses": (requests.ConnectionError, _HEALTH_URL_BUG),
+    "FailHealthCheck-app-without-toggle": (TypeError, _HEALTH_URL_BUG),
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(k, marks=pytest.mark.xfail(strict=True, raises=BUGGY[k][0], reason=BUGGY[k][1])) if k in BUGGY else k
+    for k in MISSING])
+def test_fault_error_on_a_missing_target(cluster: FakeCluster, case: str):
+    fault = MISSING[case](cluster)
+    with pytest.raises(FaultError):
+        fault.inject()
+
+
+def test_fail_health_check_with_no_healthy_replica_left_is_a_fault_error():
+    with FakeCluster(FakeConfig(health_detect_s=30.0)) as cluster:
+        cluster.wait_healthy()
+        url = url_of(cluster, "worker1", "/health")
+        first, second = FailHealthCheck(cluster, url), FailHealthCheck(cluster, url)
+        first.inject()
+        second.inject()
+        assert first.victim != second.victim
+        with pytest.raises(FaultError, match="HTTP 503"):
+            FailHealthCheck(cluster, url).inject()
