@@ -7,7 +7,7 @@ ALLURE_VERSION := 3.18.0
 ALLURE := .allure/node_modules/.bin/allure
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo stack-demo test test-fast bench allure clean-stack
+.PHONY: setup system-packages demo stack-demo test test-fast bench nightly allure clean-stack
 
 setup: system-packages $(STAMP)
 
@@ -55,6 +55,11 @@ bench: setup
 	$(PY) benchmarks/stack_bench.py
 	$(PY) benchmarks/traffic_bench.py
 	$(PY) benchmarks/suite_bench.py
+
+# Repetition with statistics: the seed suite N times, pass rates and the spread of outage and recovery.
+N ?= 5
+nightly: setup
+	$(PY) -m harness nightly --repeat $(N)
 
 $(ALLURE):
 	npm install --prefix .allure --no-save --no-audit --no-fund allure@$(ALLURE_VERSION)

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "harness.fault_cli",  # inject
     "harness.traffic_cli",  # traffic, verdict
     "harness.report_cli",
+    "harness.nightly_cli",  # nightly
 )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "kind", "kube")
 SECRETS = pytest.StashKey[list]()
 
 
@@ -29,6 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-stack", action="store_true", help="leave the stack up after the session")
     group.addoption("--report-dir", default="reports", metavar="DIR", help="where run reports go (default: reports)")
     group.addoption("--budgets", default=None, metavar="FILE", help="scenario budgets (default: scenarios/budgets.toml)")
+    group.addoption("--kube-config", default=None, metavar="FILE", help="kind/kube settings overriding cluster/kube/kube.toml")
+    group.addoption("--kube-context", default=None, metavar="NAME", help="kube backend: the context (default: current)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 or config.getoption("--backend") != "local":
         return
     skip = pytest.mark.skip(reason="the local stack needs root (network and PID namespaces): run as root")
     for item in items:
@@ -87,17 +89,56 @@ def run_config(stack_config) -> dict:
 
 @pytest.fixture(scope="session")
 def stack(stack_config, pytestconfig: pytest.Config) -> Iterator:
-    """A running local stack shared by the session's scenarios."""
-    from harness.local.backend import LocalCluster
+    """A running local stack shared by the session's scenarios. A stack already up in the same state folder
+    (``python -m harness up``, or a session run with ``--keep-stack``) is used as it is and left up;
+    otherwise one is brought up, and torn down at the end unless ``--keep-stack``, even after a failure."""
+    from harness.local.backend import LocalCluster, live_runs
 
+    say = progress_writer(pytestconfig)
+    backend = pytestconfig.getoption("--backend")
+    if backend != "local":
+        from harness.kube import make_cluster
+
+        kube = make_cluster(backend, stack_config, kube_config=pytestconfig.getoption("--kube-config"),
+                            context=pytestconfig.getoption("--kube-context"))
+        remember_secret(pytestconfig, kube.secret)
+        try:
+            kube.up(progress=lambda msg: say(f"[{backend} {kube.run_id}] {msg}"))
+            yield kube
+        finally:
+            if not pytestconfig.getoption("--keep-stack"):
+                kube.down()
+        return
+    live = [rid for rid, folder in live_runs().items() if folder.parent == Path(stack_config.network.state_dir)]
+    if live:
+        cluster = LocalCluster.attach(stack_config.network.state_dir, live[0])
+        remember_secret(pytestconfig, cluster.secret)
+        say(f"[stack {cluster.run_id}] using the stack that is already up; it stays up")
+        yield cluster
+        return
     cluster = LocalCluster(stack_config)
     remember_secret(pytestconfig, cluster.secret)
     try:
-        cluster.up(progress=lambda msg: print(f"[stack {cluster.run_id}] {msg}", flush=True))
+        cluster.up(progress=lambda msg: say(f"[stack {cluster.run_id}] {msg}"))
         yield cluster
     finally:
-        if not pytestconfig.getoption("--keep-stack"):
+        if pytestconfig.getoption("--keep-stack"):
+            say(f"[stack {cluster.run_id}] left up (--keep-stack); remove it with `python -m harness down`")
+        else:
             cluster.down()
+
+
+def progress_writer(pytestconfig: pytest.Config):
+    """One line per call on the terminal, live even while pytest captures output (quiet enough for CI logs)."""
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return lambda msg: print(msg, flush=True)
+
+    def write(msg: str) -> None:
+        reporter.ensure_newline()
+        reporter.write_line(msg)
+
+    return write
 
 
 @pytest.fixture
@@ -113,7 +154,8 @@ def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pyt
         restore(cluster)
         folder = report_dir / request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
         run = ScenarioRun(name, cluster, folder, load_budget(name, pytestconfig.getoption("--budgets")),
-                          allowed_networks=cluster.allowed_networks(), **kwargs)
+                          allowed_networks=cluster.allowed_networks(), progress=progress_writer(pytestconfig),
+                          **kwargs)
         runs.append(run)
         return run
 
