@@ -223,6 +223,23 @@ def test_heal_starts_a_worker_whose_pod_never_restarts(cluster: FakeCluster):
     wait_until("worker2 back after heal", fault.recovered, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
 
 
+def test_a_worker_is_not_recovered_while_serve_still_lists_its_dead_replicas():
+    """Serve lists a dead node's replicas as RUNNING for a while; the node back alone is not a recovery."""
+    with FakeCluster(FakeConfig(restart_delay_s=0.05, stale_listing_s=1.0)) as cluster:
+        cluster.wait_healthy()
+        before = cluster.status()
+        old = {rid for rid, (node, _) in running(before).items() if node == "worker2"}
+        fault = KillWorkerPod(cluster, "worker2")
+        fault.inject()
+        wait_until("worker2 back as a new node and nothing else amiss",
+                   lambda: node_id(cluster.status(), "worker2") not in (None, node_id(before, "worker2"))
+                   and cluster.health_problem() is None, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+        assert old <= set(running(cluster.status())), "the dead replicas are still listed RUNNING"
+        assert not fault.recovered()
+        wait_until("worker2 recovered", fault.recovered, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
+        assert not old & set(running(cluster.status()))
+
+
 # -- FaultError on a missing target ---------------------------------------------------------------
 
 _NODE_FAULT_BUG = ("faults.py: KillWorkerPod/LoseWorkerNode/KillHead.inject do not check that the target node exists; "
