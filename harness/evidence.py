@@ -56,8 +56,17 @@ def identities(before: StackStatus, after: StackStatus) -> tuple[IdentityRow, ..
     return tuple(rows)
 
 
+def _blind(name: str, *snapshots: StackStatus) -> Verdict | None:
+    """UNKNOWN when a snapshot was taken while the head's API did not answer: it lists nothing."""
+    if any(not s.serve_api_reachable for s in snapshots):
+        return Verdict(name, Status.UNKNOWN, "a snapshot was taken while the Serve API did not answer")
+    return None
+
+
 def replicas_kept(before: StackStatus, after: StackStatus, nodes: Iterable[str], deployment: str) -> Verdict:
     """Every replica that ran on ``nodes`` before still runs there after, same replica id and PID."""
+    if blind := _blind("replicas_kept", before, after):
+        return blind
     nodes = set(nodes)
     kept = {(r.replica_id, r.pid) for r in after.replicas if r.state == "RUNNING"}
     watched = [r for r in before.replicas if r.node in nodes and r.deployment == deployment and r.state == "RUNNING"]
@@ -76,6 +85,8 @@ def replicas_kept(before: StackStatus, after: StackStatus, nodes: Iterable[str],
 def replicas_replaced(before: StackStatus, after: StackStatus, node: str, deployment: str) -> Verdict:
     """The replicas that ran on ``node`` are gone; the app has new replicas (new ids) instead."""
     name = "replicas_replaced"
+    if blind := _blind(name, before, after):
+        return blind
     old = {r.replica_id for r in before.replicas if r.node == node and r.deployment == deployment}
     still = sorted(old & {r.replica_id for r in after.replicas if r.state == "RUNNING"})
     new = {r.replica_id for r in after.replicas if r.deployment == deployment} - {r.replica_id for r in before.replicas}
@@ -93,6 +104,8 @@ def replicas_replaced(before: StackStatus, after: StackStatus, node: str, deploy
 def controller_replaced(before: StackStatus, after: StackStatus) -> Verdict:
     """A controller runs after the fault, in a new process (new PID or new node id)."""
     name = "controller_replaced"
+    if blind := _blind(name, before, after):
+        return blind
     b, a = _controller(before), _controller(after)
     if not b:
         return Verdict(name, Status.UNKNOWN, "no controller before the fault")
@@ -105,6 +118,8 @@ def controller_replaced(before: StackStatus, after: StackStatus) -> Verdict:
 
 def proxy_replaced(before: StackStatus, after: StackStatus, node: str) -> Verdict:
     name = "proxy_replaced"
+    if blind := _blind(name, before, after):
+        return blind
     b = next((p for p in before.proxies if p.node == node), None)
     a = next((p for p in after.proxies if p.node == node), None)
     if b is None:
@@ -119,6 +134,8 @@ def proxy_replaced(before: StackStatus, after: StackStatus, node: str) -> Verdic
 
 def replica_count(after: StackStatus, deployment: str, expected: int) -> Verdict:
     name = "replicas_running"
+    if blind := _blind(name, after):
+        return blind
     running = sum(1 for r in after.replicas if r.deployment == deployment and r.state == "RUNNING")
     figures = {"replicas_running": float(running)}
     status = Status.PASS if running == expected else Status.FAIL
@@ -128,6 +145,8 @@ def replica_count(after: StackStatus, deployment: str, expected: int) -> Verdict
 def placement(status: StackStatus, deployment: str, max_per_node: int, min_nodes: int) -> Verdict:
     """Replicas are spread: at most ``max_per_node`` per node, on at least ``min_nodes`` nodes."""
     name = "placement"
+    if blind := _blind(name, status):
+        return blind
     per_node: dict[str, int] = {}
     for r in status.replicas:
         if r.deployment == deployment and r.state == "RUNNING":

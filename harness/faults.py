@@ -42,6 +42,16 @@ def _pids(cluster: Cluster, node: str) -> set[int]:
     return {p.host_pid for p in cluster.node_processes(node)}
 
 
+def _target_pids(cluster: Cluster, status: StackStatus, node: str) -> set[int]:
+    """The host PIDs of ``node``'s processes; FaultError when there is no such node or it is already down."""
+    if node not in {n.name for n in status.nodes}:
+        raise FaultError(f"no node named {node!r}; nodes: {', '.join(n.name for n in status.nodes)}")
+    pids = _pids(cluster, node)
+    if not pids:
+        raise FaultError(f"{node} has no processes to kill: it is already down")
+    return pids
+
+
 def _replica_ids_on(status: StackStatus, node: str) -> set[str]:
     return {r.replica_id for r in status.replicas if r.node == node}
 
@@ -72,11 +82,9 @@ class KillWorkerPod:
 
     def inject(self) -> None:
         status = self.cluster.status()
+        self._old_pids = _target_pids(self.cluster, status, self.target)
         self._old_node_id = _ray_node_id(status, self.target)
         self._old_replicas = _replica_ids_on(status, self.target)
-        self._old_pids = _pids(self.cluster, self.target)
-        if not self._old_pids:
-            raise FaultError(f"{self.target} has no processes to kill")
         self.cluster.kill_node(self.target)
 
     def taken_effect(self) -> bool:
@@ -104,8 +112,9 @@ class LoseWorkerNode:
     _join_error: list[BaseException] = field(default_factory=list)
 
     def inject(self) -> None:
-        self._old_replicas = _replica_ids_on(self.cluster.status(), self.target)
-        self._old_pids = _pids(self.cluster, self.target)
+        status = self.cluster.status()
+        self._old_pids = _target_pids(self.cluster, status, self.target)
+        self._old_replicas = _replica_ids_on(status, self.target)
         self.cluster.stop_node(self.target)
         self._joiner = threading.Thread(target=self._replace, name="replacement-node", daemon=True)
         self._joiner.start()
@@ -149,10 +158,10 @@ class KillHead:
 
     def inject(self) -> None:
         status = self.cluster.status()
+        self._old_pids = _target_pids(self.cluster, status, self.target)
         self._old_node_id = _ray_node_id(status, self.target)
         self._old_replicas = _replica_ids_on(status, self.target)
         self.before = status.controller
-        self._old_pids = _pids(self.cluster, self.target)
         self.cluster.kill_node(self.target)
 
     def taken_effect(self) -> bool:
@@ -305,11 +314,19 @@ class FailHealthCheck:
     victim: str | None = None
 
     def inject(self) -> None:
-        resp = requests.get(self.target.rstrip("/") + "/fail", timeout=5)
+        url = self.target.rstrip("/") + "/fail"
+        try:
+            resp = requests.get(url, timeout=5)
+        except requests.RequestException as exc:
+            raise FaultError(f"{url}: {type(exc).__name__}: {exc}") from None
         if resp.status_code != 200:
-            raise FaultError(f"{self.target}/fail answered HTTP {resp.status_code}")
-        self.victim = str(resp.json()["replica_id"])
-        self.findings.append(f"replica {self.victim} (pid {resp.json()['pid']}) fails its health checks")
+            raise FaultError(f"{url} answered HTTP {resp.status_code}")
+        try:
+            body = resp.json()
+            self.victim, pid = str(body["replica_id"]), body["pid"]
+        except (ValueError, TypeError, KeyError):
+            raise FaultError(f"{url} is not the health-check app's toggle: it answered {resp.text[:200]!r}") from None
+        self.findings.append(f"replica {self.victim} (pid {pid}) fails its health checks")
 
     def taken_effect(self) -> bool:
         """Serve saw it: the replica is no longer RUNNING."""

@@ -82,9 +82,15 @@ def accepts_changes(cluster: Cluster, timeout_s: float = 60) -> Verdict:
         wait_until(f"{base + 1} RUNNING replicas of {HEALTH_DEPLOYMENT} after scaling up",
                    lambda: _health_replicas(cluster) == base + 1, timeout_s=timeout_s)
     except Exception as exc:  # noqa: BLE001 - a refused change is this check's failure
-        return Verdict(name, Status.FAIL, f"scaling {HEALTH_DEPLOYMENT} {base} -> {base + 1} failed: {exc}")
-    finally:
+        failure = Verdict(name, Status.FAIL, f"scaling {HEALTH_DEPLOYMENT} {base} -> {base + 1} failed: {exc}")
+    else:
+        failure = None
+    try:
         cluster.scale(HEALTH_APP, HEALTH_DEPLOYMENT, None)  # back to the stack's own config
+    except Exception as exc:  # noqa: BLE001
+        return failure or Verdict(name, Status.FAIL, f"scaling {HEALTH_DEPLOYMENT} back to {base} failed: {exc}")
+    if failure is not None:
+        return failure
     try:
         wait_until(f"{base} RUNNING replicas of {HEALTH_DEPLOYMENT} after scaling back",
                    lambda: _health_replicas(cluster) == base, timeout_s=timeout_s)
@@ -108,8 +114,11 @@ def controller_failure(run: ScenarioRun, cluster: Cluster) -> ScenarioResult:
 
 def replica_replaced_after_recovery(run: ScenarioRun, cluster: Cluster) -> Verdict:
     name = "health_checking_after_recovery"
-    target = next(r.node for r in cluster.status().replicas if r.deployment == APP_DEPLOYMENT and r.state == "RUNNING")
-    fault = KillReplica(cluster, target or "head")
+    target = next((r.node for r in cluster.status().replicas
+                   if r.deployment == APP_DEPLOYMENT and r.state == "RUNNING" and r.node), None)
+    if target is None:
+        return Verdict(name, Status.UNKNOWN, f"no RUNNING replica of {APP_DEPLOYMENT} to kill after recovery")
+    fault = KillReplica(cluster, target)
     try:
         fault.inject()
         wait_until("the replica killed after recovery to be replaced", fault.recovered, timeout_s=60)

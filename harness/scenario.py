@@ -26,8 +26,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import requests
+
 from harness.checkers import (
-    RETRY_3X_EXPONENTIAL, Status, Verdict, availability, combine, fault_windows, longest_outage, time_to_recover,
+    RETRY_3X_EXPONENTIAL, Status, Verdict, availability, checker, combine, fault_windows, longest_outage,
+    time_to_recover,
 )
 from harness.cluster import Cluster, Endpoint, StackStatus
 from harness.evidence import IdentityRow, identities
@@ -51,7 +54,7 @@ class Budget:
     baseline_s: float = 3.0  # traffic before the fault
     observe_s: float = 5.0  # traffic after recovery
     confirm_s: float = 30.0  # how long "taken effect" may take to show
-    max_detection_s: float = 0.0  # health-check scenario: toggle -> replica seen unhealthy
+    max_detection_s: float | None = None  # health-check scenario: toggle -> replica seen unhealthy
 
 
 def load_budget(name: str, path: str | Path | None = None) -> Budget:
@@ -100,6 +103,7 @@ class ScenarioResult:
         }
 
 
+@checker
 def traffic_coverage(history: History, nodes: Sequence[str], after_recovery_s: float) -> Verdict:
     """Traffic overlapped the whole fault: each endpoint of ``nodes`` has requests sent before every injection
     and at least ``after_recovery_s`` after its recovery (or, without recovery, until the traffic ended)."""
@@ -205,12 +209,20 @@ class ScenarioRun:
         self.writer.event(EventKind.TAKEN_EFFECT, fault.name, fault.target)
         return True
 
-    def recover(self, fault: Fault, timeout_s: float | None = None) -> bool:
-        """Wait for the 'recovered' probe a while past the recovery budget; a miss is recorded, not raised,
-        so that the verdict states the figures."""
+    def recover(self, fault: Fault, serving: Sequence[str] = (), timeout_s: float | None = None) -> bool:
+        """Wait until the fault's 'recovered' probe (identity evidence) holds and the endpoints of the
+        ``serving`` nodes answer, up to a while past the recovery budget; a miss is recorded, not raised, so
+        that the verdict states the figures."""
         limit = timeout_s or 1.25 * self.budget.max_recovery_s + 5
+        planned = self.traffic.plan.endpoints if self.traffic is not None else ()
+        endpoints = [e for e in planned if e.node in set(serving)]
+
+        def recovered() -> bool:
+            return fault.recovered() and all(_answers(e.url, self.budget.timeout_s) for e in endpoints)
+
         try:
-            wait_until(f"{fault.name} on {fault.target} to recover", fault.recovered, timeout_s=limit, interval_s=0.25)
+            wait_until(f"{fault.name} on {fault.target} to recover and the serving endpoints to answer", recovered,
+                       timeout_s=limit, interval_s=0.25)
         except WaitTimeout as exc:
             self.writer.note(f"did not recover: {exc}", name=fault.name, target=fault.target)
             self.progress(f"[{self.name}] {exc}")
@@ -290,6 +302,36 @@ class ScenarioRun:
             raise RuntimeError(f"scenario {self.name} cleanup failed: " + "; ".join(errors))
 
 
+def _answers(url: str, timeout_s: float) -> bool:
+    try:
+        return requests.get(url, timeout=timeout_s).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _guarded(name: str, fn: Callable[..., Sequence[Verdict]], *args: object) -> Sequence[Verdict]:
+    """A scenario's own checks, made safe: one that raises gives UNKNOWN, never a pass or a lost verdict."""
+    try:
+        return list(fn(*args))
+    except Exception as exc:  # noqa: BLE001
+        return [Verdict(name, Status.UNKNOWN, f"check raised {type(exc).__name__}: {exc}")]
+
+
+def _reachable_snapshot(cluster: Cluster, timeout_s: float = 30.0) -> StackStatus:
+    """The 'after' snapshot, taken when the Serve API answers (a blind one would judge nothing)."""
+    last: list[StackStatus] = []
+
+    def probe() -> StackStatus | None:
+        last[:] = [cluster.status()]
+        return last[0] if last[0].serve_api_reachable else None
+
+    try:
+        return wait_until("a snapshot with the Serve API answering", probe, timeout_s=timeout_s)
+    except WaitTimeout:
+        return last[0] if last else cluster.status()
+
+
+@checker
 def fault_took_effect(history: History, max_s: float | None = None) -> Verdict:
     """Every injected fault took effect (and, with ``max_s``, within that long: e.g. detection time)."""
     name = "fault_took_effect"
@@ -332,19 +374,19 @@ def guide_procedure(run: ScenarioRun, fault: Fault, endpoints: Sequence[Endpoint
     recovered = False
     if took_effect:
         with run.phase("recover"):
-            recovered = run.recover(fault)
+            recovered = run.recover(fault, serving)
     with run.phase("observe"):
         run.observe()
     later: Sequence[Verdict] = ()
     if recovered:
         with run.phase("after recovery"):
-            later = after_recovery()
+            later = _guarded("after_recovery", after_recovery)
     with run.phase("verdict"):
         run.stop_traffic()
-        after = run.cluster.status()
+        after = _reachable_snapshot(run.cluster)
         history = run.history()
         checks = [fault_took_effect(history, max_detection_s), *run.standard_checks(history, serving),
-                  *extra_checks(before, after), *later]
+                  *_guarded("extra_checks", extra_checks, before, after), *later]
         return run.finish(checks, before, after, serving)
 
 

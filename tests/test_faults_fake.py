@@ -242,11 +242,6 @@ def test_a_worker_is_not_recovered_while_serve_still_lists_its_dead_replicas():
 
 # -- FaultError on a missing target ---------------------------------------------------------------
 
-_NODE_FAULT_BUG = ("faults.py: KillWorkerPod/LoseWorkerNode/KillHead.inject do not check that the target node exists; "
-                   "the backend's own error (StackError, here FakeStackError) escapes instead of FaultError")
-_HEALTH_URL_BUG = ("faults.py: FailHealthCheck.inject lets requests' ConnectionError / a non-JSON answer escape "
-                   "instead of raising FaultError")
-
 
 def _stopped_node_health_url(c: FakeCluster) -> str:
     url = url_of(c, "worker2", "/health")
@@ -266,19 +261,7 @@ MISSING: dict[str, Callable[[FakeCluster], Fault]] = {
     "FailHealthCheck-port-refuses": lambda c: FailHealthCheck(c, _stopped_node_health_url(c)),
     "FailHealthCheck-app-without-toggle": lambda c: FailHealthCheck(c, url_of(c, "worker1", "/")),
 }
-# known bugs: (what escapes instead of FaultError, why); strict, so a fix turns them into failures to remove
-BUGGY: dict[str, tuple[type[BaseException], str]] = {
-    "KillWorkerPod-unknown-node": (FakeStackError, _NODE_FAULT_BUG),
-    "LoseWorkerNode-unknown-node": (FakeStackError, _NODE_FAULT_BUG),
-    "KillHead-unknown-node": (FakeStackError, _NODE_FAULT_BUG),
-    "FailHealthCheck-port-refuses": (requests.ConnectionError, _HEALTH_URL_BUG),
-    "FailHealthCheck-app-without-toggle": (TypeError, _HEALTH_URL_BUG),
-}
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(k, marks=pytest.mark.xfail(strict=True, raises=BUGGY[k][0], reason=BUGGY[k][1])) if k in BUGGY else k
-    for k in MISSING])
+@pytest.mark.parametrize("case", list(MISSING))
 def test_fault_error_on_a_missing_target(cluster: FakeCluster, case: str):
     fault = MISSING[case](cluster)
     with pytest.raises(FaultError):

@@ -68,7 +68,7 @@ def test_stack_up_serves_on_every_node_and_down_leaves_nothing(tmp_path, state_d
         status = cluster.status()
         assert {(n.name, n.role, n.alive, n.ray_state) for n in status.nodes} == {
             ("head", "head", True, "ALIVE"), ("worker1", "worker", True, "ALIVE"), ("worker2", "worker", True, "ALIVE")}
-        running = [r for r in status.replicas if r.state == "RUNNING"]
+        running = [r for r in status.replicas if r.state == "RUNNING" and r.deployment == "SleepyPid"]
         assert len(running) == 6 and all(r.pid for r in running)
         assert status.controller is not None and status.controller.pid and status.controller.node == "head"
         # max_replicas_per_node = 2 spreads 2/2/2, so every node holds replicas and runs a proxy

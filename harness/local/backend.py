@@ -234,7 +234,7 @@ class LocalCluster:
         def healthy() -> StackStatus | None:
             status = self.status()
             last[:] = [status]
-            problem = unhealthy_reason(status, cfg)
+            problem = self._down_nodes() or unhealthy_reason(status, cfg)
             if problem:
                 raise _Unhealthy(problem)
             for proxy in status.proxies:
@@ -354,7 +354,11 @@ class LocalCluster:
                    interval_s=0.1, describe=lambda: str([p.name for p in self.node_processes(node)]))
 
     def start_node(self, node: str, timeout_s: float = 15) -> None:
-        self.layout.set_desired(self.node(node).name, "running")
+        """Start the node now, whatever its restart policy (a no-op for a node that runs)."""
+        if self.node_alive(node):
+            self.layout.set_desired(self.node(node).name, "running")
+            return
+        self.layout.request_start(self.node(node).name)
         wait_until(f"node {node} to run", lambda: self.node_alive(node), timeout_s=timeout_s, interval_s=0.1)
 
     def freeze_node(self, node: str) -> None:
@@ -423,8 +427,13 @@ class LocalCluster:
         return (self.config.network.subnet,)
 
     def health_problem(self) -> str | None:
-        """Why the stack is not healthy now (every app RUNNING, every replica RUNNING, proxies HEALTHY), or None."""
-        return unhealthy_reason(self.status(), self.config)
+        """Why the stack is not healthy now (every node that should run runs; every app, replica RUNNING;
+        proxies HEALTHY), or None."""
+        return self._down_nodes() or unhealthy_reason(self.status(), self.config)
+
+    def _down_nodes(self) -> str | None:
+        down = [n.name for n in self.nodes if self.layout.desired(n.name) == "running" and not self.node_alive(n.name)]
+        return f"nodes that should run are down: {', '.join(down)}" if down else None
 
     def worker_names(self) -> tuple[str, ...]:
         """Workers whose desired state is running (a node lost for good is not one)."""

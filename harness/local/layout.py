@@ -143,6 +143,17 @@ class RunLayout:
         assert state in ("running", "stopped"), state
         _atomic_write(self.desired_file(node), state)
 
+    def request_start(self, node: str) -> None:
+        """Ask the supervisor to start ``node`` now, whatever its restart policy (``start_node``)."""
+        self.set_desired(node, "running")
+        _atomic_write(self.root / "nodes" / f"{node}.start", str(time.monotonic()))
+
+    def start_requested_at(self, node: str) -> float | None:
+        try:
+            return float((self.root / "nodes" / f"{node}.start").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def desired(self, node: str) -> str:
         try:
             return self.desired_file(node).read_text().strip()

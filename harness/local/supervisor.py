@@ -96,9 +96,12 @@ class Supervisor:
                 continue
             if running:
                 continue
+            requested = self.layout.start_requested_at(pod.spec.name)
             if pod.proc is None or pod.held:
                 pod.held = False
                 self.start(pod, "first start" if pod.proc is None else "desired state: running")
+            elif requested is not None and requested >= (pod.exited_at or 0.0):
+                self.start(pod, "start requested")
             elif pod.spec.restart == "always" and now - (pod.exited_at or now) >= pod.spec.restart_delay_s:
                 self.start(pod, f"restart policy always, {pod.spec.restart_delay_s:g}s after exit")
 
