@@ -80,6 +80,15 @@ class StackStatus:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    def serve_problem(self) -> str | None:
+        """What is wrong with Serve's own parts: no controller, or a proxy that is not HEALTHY."""
+        if self.controller is None:
+            return "no Serve controller"
+        bad = [(p.node, p.status) for p in self.proxies if p.status != "HEALTHY"]
+        if bad or not self.proxies:
+            return f"proxies not HEALTHY: {bad}" if bad else "no proxy"
+        return None
+
 
 @dataclass(frozen=True)
 class Endpoint:

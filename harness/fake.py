@@ -378,12 +378,7 @@ class FakeCluster:
             if listed is None or listed.status != "RUNNING" or len(running) != self._targets[app.name]:
                 return (f"application {app.name!r} is {listed.status if listed else 'missing'} with "
                         f"{len(running)}/{self._targets[app.name]} replicas of {app.deployment} RUNNING")
-        if status.controller is None:
-            return "no Serve controller"
-        bad = [(p.node, p.status) for p in status.proxies if p.status != "HEALTHY"]
-        if bad or not status.proxies:
-            return f"proxies not HEALTHY: {bad}" if bad else "no proxy"
-        return None
+        return status.serve_problem()
 
     def wait_healthy(self, timeout_s: float | None = None) -> StackStatus:
         """Until every app has its replicas RUNNING, the controller runs and every proxy is HEALTHY and answers."""

@@ -36,25 +36,21 @@ def _expected_replicas(cluster: Cluster) -> int:
 def worker_pod_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
     """Kill one worker's processes; the other proxies keep serving; the pod restarts; moved replicas are new,
     replicas on untouched nodes keep their PIDs; all replicas healthy again."""
-    others = _others(cluster, target)
-    expected = _expected_replicas(cluster)
-    return guide_procedure(
-        run, KillWorkerPod(cluster, target), cluster.endpoints(), serving=others,
-        extra_checks=lambda before, after: [
-            replicas_replaced(before, after, target, APP_DEPLOYMENT),
-            replicas_kept(before, after, others, APP_DEPLOYMENT),
-            replica_count(after, APP_DEPLOYMENT, expected),
-        ])
+    return _node_loss(run, cluster, KillWorkerPod(cluster, target))
 
 
 def worker_node_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
     """Lose a worker node for good; a replacement node joins; replicas respawn; the survivors keep serving."""
-    others = _others(cluster, target)
+    return _node_loss(run, cluster, LoseWorkerNode(cluster, target))
+
+
+def _node_loss(run: ScenarioRun, cluster: Cluster, fault: KillWorkerPod | LoseWorkerNode) -> ScenarioResult:
+    others = _others(cluster, fault.target)
     expected = _expected_replicas(cluster)
     return guide_procedure(
-        run, LoseWorkerNode(cluster, target), cluster.endpoints(), serving=others,
+        run, fault, cluster.endpoints(), serving=others,
         extra_checks=lambda before, after: [
-            replicas_replaced(before, after, target, APP_DEPLOYMENT),
+            replicas_replaced(before, after, fault.target, APP_DEPLOYMENT),
             replicas_kept(before, after, others, APP_DEPLOYMENT),
             replica_count(after, APP_DEPLOYMENT, expected),
         ])

@@ -43,7 +43,7 @@ from harness.kube.settings import KubeSettings
 from harness.kube.slots import HEAD, PodView, Slot, bind_slots, initial_slots, next_worker_name
 from harness.kube.tools import Completed, Kubectl, KubeStackError, Runner, SubprocessRunner
 from harness.local.backend import (
-    ANSI_RE, Phase, UpReport, answer_once, build_serve_config, new_run_id, unhealthy_reason,
+    ANSI_RE, UpReport, answer_once, build_serve_config, new_run_id, unhealthy_reason,
 )
 from harness.local.config import ConfigError, StackConfig
 from harness.local.serve_api import HeadApi, ServeApiUnavailable
@@ -179,26 +179,19 @@ class RayServiceCluster:
         (self.run_dir / "state").write_text("starting")
         try:
             self._provision(report, progress)
-            self._phase(report, progress, "namespace", self._create_namespace)
-            self._phase(report, progress, "objects", self._apply_objects)
+            report.run(progress, "namespace", self._create_namespace)
+            report.run(progress, "objects", self._apply_objects)
             if self.config.redis.enabled:
-                self._phase(report, progress, "redis", self._wait_redis)
-            self._phase(report, progress, "rayservice", self._wait_rayservice)
-            self._phase(report, progress, "port-forwards", self._start_forwards)
-            self._phase(report, progress, "app healthy", lambda: self.wait_healthy())
+                report.run(progress, "redis", self._wait_redis)
+            report.run(progress, "rayservice", self._wait_rayservice)
+            report.run(progress, "port-forwards", self._start_forwards)
+            report.run(progress, "app healthy", lambda: self.wait_healthy())
             self._mark_up()
         except BaseException:
             progress("bring-up failed: removing what was created")
             self._teardown()
             raise
         return report
-
-    def _phase(self, report: UpReport, progress: Progress, name: str, fn: Callable[[], object]) -> None:
-        progress(f"{name} ...")
-        start = time.monotonic()
-        fn()
-        report.phases.append(Phase(name, time.monotonic() - start))
-        progress(f"{name}: done in {report.phases[-1].seconds:.1f}s")
 
     def _create_namespace(self) -> None:
         # create, not apply: a namespace of that name that exists already is not ours to adopt

@@ -50,10 +50,10 @@ class KindCluster(RayServiceCluster):
         swept = self.sweep()
         if swept:
             progress(f"swept kind clusters that crashed runs left behind: {', '.join(swept)}")
-        self._phase(report, progress, "kind cluster", self._create_cluster)
+        report.run(progress, "kind cluster", self._create_cluster)
         if self.settings.kind.preload_images:
-            self._phase(report, progress, "images", self._preload_images)
-        self._phase(report, progress, "kuberay operator", self._install_operator)
+            report.run(progress, "images", self._preload_images)
+        report.run(progress, "kuberay operator", self._install_operator)
 
     def _create_cluster(self) -> None:
         config_path = self.run_dir / "kind-config.yaml"

@@ -56,6 +56,14 @@ class UpReport:
     run_id: str
     phases: list[Phase] = field(default_factory=list)
 
+    def run(self, progress: Callable[[str], None], name: str, fn: Callable[[], object]) -> None:
+        """Run one bring-up phase, saying when it starts and how long it took."""
+        progress(f"{name} ...")
+        start = time.monotonic()
+        fn()
+        self.phases.append(Phase(name, time.monotonic() - start))
+        progress(f"{name}: done in {self.phases[-1].seconds:.1f}s")
+
     @property
     def total_s(self) -> float:
         return sum(p.seconds for p in self.phases)
@@ -130,13 +138,6 @@ class LocalCluster:
             raise
         return report
 
-    def _phase(self, report: UpReport, progress: Progress, name: str, fn: Callable[[], object]) -> None:
-        progress(f"{name} ...")
-        start = time.monotonic()
-        fn()
-        report.phases.append(Phase(name, time.monotonic() - start))
-        progress(f"{name}: done in {report.phases[-1].seconds:.1f}s")
-
     def _up(self, report: UpReport, progress: Progress) -> None:
         layout, cfg = self.layout, self.config
         layout.create()
@@ -147,14 +148,14 @@ class LocalCluster:
         layout.write_config(cfg)
         layout.write_nodes(self.nodes)
         layout.serve_config_file.write_text(json.dumps(build_serve_config(cfg), indent=2))
-        self._phase(report, progress, "network", self._create_network)
+        report.run(progress, "network", self._create_network)
         self._start_supervisor()
         if cfg.redis.enabled:
-            self._phase(report, progress, "redis", self._start_redis)
-        self._phase(report, progress, "head", self._start_head)
-        self._phase(report, progress, "workers", self._start_workers)
-        self._phase(report, progress, "deploy", self._deploy)
-        self._phase(report, progress, "app healthy", self.wait_healthy)
+            report.run(progress, "redis", self._start_redis)
+        report.run(progress, "head", self._start_head)
+        report.run(progress, "workers", self._start_workers)
+        report.run(progress, "deploy", self._deploy)
+        report.run(progress, "app healthy", self.wait_healthy)
         layout.operator_armed_file.write_text("armed")
         (layout.root / "state").write_text("up")
 
@@ -532,12 +533,7 @@ def unhealthy_reason(status: StackStatus, cfg: StackConfig) -> str | None:
     others = [(a.name, a.status) for a in status.apps if a.status != "RUNNING"]
     if others:
         return f"applications not RUNNING: {others}"
-    if status.controller is None:
-        return "no Serve controller"
-    bad = [(p.node, p.status) for p in status.proxies if p.status != "HEALTHY"]
-    if bad or not status.proxies:
-        return f"proxies not HEALTHY: {bad}" if bad else "no proxy"
-    return None
+    return status.serve_problem()
 
 
 def answer_once(url: str, timeout_s: float) -> str:
