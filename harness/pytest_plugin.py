@@ -131,12 +131,15 @@ def stack(stack_config, pytestconfig: pytest.Config) -> Iterator:
 def progress_writer(pytestconfig: pytest.Config):
     """One line per call on the terminal, live even while pytest captures output (quiet enough for CI logs)."""
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
         return lambda msg: print(msg, flush=True)
 
     def write(msg: str) -> None:
-        reporter.ensure_newline()
-        reporter.write_line(msg)
+        with capture.global_and_fixture_disabled():  # past pytest's output capture, live
+            reporter.ensure_newline()
+            reporter.write_line(msg)
+            reporter.flush()
 
     return write
 
