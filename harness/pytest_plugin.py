@@ -69,7 +69,7 @@ def report_dir(pytestconfig: pytest.Config, stack_config) -> Iterator[Path]:
     if found := [s for s in pytestconfig.stash.get(SECRETS, []) if s]:
         scrub_tree(path, found)
     if any(path.iterdir()):
-        print(f"\nreport: {write_run_report(path, config=run_config(stack_config))}", flush=True)
+        progress_writer(pytestconfig)(f"report: {write_run_report(path, config=run_config(stack_config))}")
 
 
 def run_config(stack_config) -> dict:
