@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     traffic.add_argument("--check", choices=sorted(CHECKS), default="pid",
                          help="what a 2xx body must be: pid (an integer PID, the guide's app) or any")
     traffic.add_argument("--allow-network", action="append", metavar="CIDR",
-                         help="a private network traffic may go to besides loopback (repeatable)")
+                         help="a private network traffic may go to besides loopback (repeatable); the subnets "
+                              "of the local stacks that the harness runs on this machine are always allowed")
     traffic.set_defaults(func=run_traffic)
 
     verdict = subparsers.add_parser("verdict", help="judge a history: availability and longest outage")
@@ -61,6 +62,20 @@ def parse_endpoint(text: str) -> Endpoint:
     return Endpoint(node, url)
 
 
+def harness_stack_networks() -> list[str]:
+    """The subnets of the live local stacks the harness made on this machine (their bridges exist only here)."""
+    from harness.local.backend import live_runs
+    from harness.local.layout import RunLayout
+
+    networks = []
+    for run_id, folder in live_runs().items():
+        try:
+            networks.append(RunLayout(folder.parent, run_id).read_config().network.subnet)
+        except (OSError, ValueError):
+            continue
+    return networks
+
+
 def run_traffic(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
@@ -71,7 +86,7 @@ def run_traffic(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             history_path=args.out,
             check=CHECKS[args.check],
-            allowed_networks=args.allow_network,
+            allowed_networks=[*(args.allow_network or []), *harness_stack_networks()],
         )
     except (TrafficTargetRefused, ValueError) as exc:
         console.print(f"refused: {exc}", markup=False)
