@@ -1,0 +1,307 @@
+"""Random fault schedules (harness/schedule.py) against FakeCluster, with real Traffic on its loopback ports.
+
+- a known bad combination (both workers killed in one step, on a fake whose replicas run only on workers)
+  breaks the availability invariant, and hypothesis shrinks the schedule to exactly that one step;
+  schedule.json holds the original and the minimal schedule, and the minimal one replays to the same failure;
+- a healthy stack passes a random schedule of every fault kind;
+- the same seed draws the same schedules;
+- a fault that never recovers breaks the recovery invariant, and teardown still heals and stops traffic;
+- what a step may be, budgets, profiles and seeds, without a cluster.
+
+No test sleeps: the schedules wait on probes and on recorded traffic. Delays and budgets are tiny.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.checkers import Status
+from harness.fake import HEAD, FakeApp, FakeCluster, FakeConfig
+from harness.history import History, TrafficMark, TrafficPhase
+from harness.schedule import (
+    FAULT_KINDS, PROFILES, PROFILE_ENV, SEED_ENV, FaultSpec, ScheduleConfig, ScheduleProfile, ScheduleResult,
+    Topology, fault_specs, load_schedule, load_schedule_budgets, replay_schedule, run_schedule, selected_profile,
+    selected_seed, step_problem,
+)
+
+TABLES = ("worker_pod_failure", "replica_failure", "proxy_failure", "controller_failure", "head_failure",
+          "health_check_failure")
+
+
+def budgets_toml(*, min_availability: float, max_outage_s: float, max_recovery_s: float = 2.0) -> str:
+    tables = "\n".join(f"[{t}]" for t in TABLES)
+    return f"""
+[defaults]
+rate_per_endpoint = 40.0   # 25 ms resolution
+timeout_s = 1.0            # generous: a loaded machine must not turn a slow answer into a failure
+baseline_s = 0.05
+observe_s = 0.05           # 2 requests per endpoint past each step's convergence
+confirm_s = 2.0
+min_availability = {min_availability}
+max_outage_s = {max_outage_s}
+max_recovery_s = {max_recovery_s}
+{tables}
+"""
+
+
+FAST = dict(restart_delay_s=0.15, replica_start_s=0.02, proxy_start_s=0.05, actor_restart_s=0.05,
+            operator_grace_s=0.1, health_detect_s=0.1, join_delay_s=0.1)
+# The fake's own probes poll fast; recovery may overrun its budget by 0.5 s before the wait gives up.
+FAST_SCHEDULE = dict(poll_interval_s=0.02, recovery_grace_s=0.5, settle_margin_s=0.05)
+
+# As the guide's stack: 2 replicas of the app per node (a restarted node gets its replicas back), and the
+# health-check app on every node, so that no step of at most two faults leaves an endpoint nothing to serve.
+HEALTHY = FakeConfig(apps=(FakeApp("app", "/", "SleepyPid", 6, max_replicas_per_node=2),
+                           FakeApp("health", "/health", "HealthToggle", 3, max_replicas_per_node=1,
+                                   health_toggle=True)), **FAST)
+
+
+class WorkersOnlyFake(FakeCluster):
+    """Replicas run on the workers only (3 per worker): the head's proxy routes to the workers' replicas, so
+    losing both workers at once leaves it nothing to serve, while losing one keeps every endpoint serving."""
+
+    def _place_replica(self, app, now):
+        head = self._nodes[HEAD]
+        frozen, head.frozen = head.frozen, True  # placement skips frozen nodes; _lock is held by the caller
+        try:
+            return super()._place_replica(app, now)
+        finally:
+            head.frozen = frozen
+
+
+WORKERS_ONLY = FakeConfig(apps=(FakeApp("app", "/", "SleepyPid", 6, max_replicas_per_node=3),), **FAST)
+BOTH_WORKERS = {FaultSpec("KillWorkerPod", "worker1"), FaultSpec("KillWorkerPod", "worker2")}
+BAD_SEED = 8  # its 3rd schedule is {KillProxy(worker2), both workers} (hypothesis 6.170.17); any seed that finds
+# the combination shrinks it to the same step (seeds 1-4, 6 and 8 tried), some only take longer
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+def steps_of(result_steps) -> list[set[FaultSpec]]:
+    return [set(step.faults) for step in result_steps]
+
+
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScheduleResult, Path, Path]]:
+    """One hypothesis run on the workers-only fake that may kill both workers in one step: it fails, and is
+    shrunk. Budgets: the head's endpoint must not be out longer than 80 ms (both workers down: 150 ms+)."""
+    folder = tmp_path_factory.mktemp("bad")
+    budgets = folder / "budgets.toml"
+    budgets.write_text(budgets_toml(min_availability=0.5, max_outage_s=0.08))
+    config = ScheduleConfig(faults=("KillProxy", "KillWorkerPod"), allow_all_workers_down=True, **FAST_SCHEDULE)
+    profile = ScheduleProfile("test", max_examples=10, max_steps=2, max_faults_per_step=3, shrink_budget_s=120.0)
+    with WorkersOnlyFake(WORKERS_ONLY) as cluster:
+        cluster.wait_healthy()
+        result = run_schedule(cluster, folder / "schedule", profile=profile, config=config, seed=BAD_SEED,
+                              budgets=budgets, progress=quiet)
+        cluster.wait_healthy(timeout_s=5)  # teardown left the stack healthy
+        yield result, budgets, folder
+
+
+def test_both_workers_killed_in_one_step_is_shrunk_to_exactly_that_step(bad_run):
+    result, _, _ = bad_run
+    assert result.verdict is Status.FAIL, result.explain()
+    assert result.minimal is not None and result.original is not None
+    assert steps_of(result.minimal.steps) == [BOTH_WORKERS], result.explain()
+    # the original did more than that (here a step before it), and contains the bad combination
+    assert any(BOTH_WORKERS <= faults for faults in steps_of(result.original.steps))
+    assert sum(len(s.faults) for s in result.original.steps) > 2, result.explain()
+    # it is the availability invariant that broke, on the head's endpoint (the only one that had to serve)
+    assert "traffic_within_budget" in result.minimal.reason and "head" in result.minimal.reason, result.minimal.reason
+    assert result.minimal.steps[0].serving == ("head",)
+    assert result.minimal.final, "the minimal schedule is hypothesis's final replay"
+    assert "Falsifying" in result.hypothesis_report or "state.inject_faults" in result.hypothesis_report
+
+
+def test_schedule_json_holds_the_original_and_the_minimal_schedule(bad_run):
+    result, _, _ = bad_run
+    data = json.loads(result.path.read_text())
+    assert data["seed"] == BAD_SEED and data["verdict"] == "fail"
+    assert [{(f["fault"], f["target"]) for f in s["faults"]} for s in data["minimal"]] == \
+        [{("KillWorkerPod", "worker1"), ("KillWorkerPod", "worker2")}]
+    assert [s["faults"] for s in data["original"]] == [[f.to_json() for f in s.faults] for s in result.original.steps]
+    assert data["minimal"][0]["status"] == "fail"
+    assert "traffic_within_budget" in data["minimal"][0]["reason"] and "on head" in data["minimal"][0]["reason"]
+    assert data["original_example"] < data["minimal_example"]
+    # one History per schedule run, each ending with its traffic stopped (teardown ran, even on failure)
+    folders = [result.path.parent / e["folder"] for e in data["examples"]]
+    assert len(set(folders)) == len(folders) >= 2
+    for folder in folders:
+        marks = [m.phase for m in History.load(folder / "history.jsonl").traffic if isinstance(m, TrafficMark)]
+        assert marks[0] is TrafficPhase.STARTED and marks[-1] in (TrafficPhase.STOPPED, TrafficPhase.FINISHED), folder
+    # the minimal schedule's run is the scenario folder's own history, verdict and timeline, for the report
+    verdict = json.loads((result.path.parent / "verdict.json").read_text())
+    assert verdict["scenario"] == "random_schedule" and verdict["status"] == "fail"
+    assert (result.path.parent / "history.jsonl").stat().st_size > 0
+    assert (result.path.parent / "timeline.html").exists()
+    assert (result.path.parent / "logs").is_dir(), "a failing schedule collects the stack's logs"
+
+
+def test_the_minimal_schedule_replays_to_the_same_failure(bad_run, tmp_path):
+    result, budgets, _ = bad_run
+    steps = load_schedule(result.path, "minimal")
+    assert [set(s) for s in steps] == [BOTH_WORKERS]
+    config = ScheduleConfig(faults=("KillProxy", "KillWorkerPod"), allow_all_workers_down=True, **FAST_SCHEDULE)
+    with WorkersOnlyFake(WORKERS_ONLY) as cluster:
+        cluster.wait_healthy()
+        replay = replay_schedule(cluster, tmp_path, steps, config=config, budgets=budgets, progress=quiet)
+    assert replay.verdict is Status.FAIL, replay.explain()
+    assert steps_of(replay.minimal.steps) == [BOTH_WORKERS]
+    assert "traffic_within_budget" in replay.reason and "head" in replay.reason
+
+
+@pytest.fixture(scope="module")
+def healthy_budgets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("healthy") / "budgets.toml"
+    path.write_text(budgets_toml(min_availability=0.9, max_outage_s=0.2))
+    return path
+
+
+def test_a_healthy_stack_passes_random_schedules_drawn_from_every_fault_kind(healthy_budgets, tmp_path):
+    profile = ScheduleProfile("test", max_examples=3, max_steps=3, max_faults_per_step=2, shrink_budget_s=30.0)
+    with FakeCluster(HEALTHY) as cluster:
+        cluster.wait_healthy()
+        result = run_schedule(cluster, tmp_path, profile=profile, config=ScheduleConfig(**FAST_SCHEDULE), seed=7,
+                              budgets=healthy_budgets, progress=quiet)
+        assert cluster.health_problem() is None
+    assert result.verdict is Status.PASS, result.explain()
+    assert result.original is None and result.minimal is None
+    assert result.examples and all(e.outcome == "pass" for e in result.examples)
+    steps = [s for e in result.examples for s in e.steps]
+    assert all(s.status is Status.PASS for s in steps), [s.reason for s in steps]
+    # hypothesis's first schedule is its simplest (the mildest fault, each step); the others are random
+    assert steps_of(result.examples[0].steps)[0] == {FaultSpec("KillReplica", "head")}
+    kinds = {f.fault for e in result.examples[1:] for s in e.steps for f in s.faults}
+    assert len(kinds) >= 3, f"the random schedules drew only {kinds}"
+    data = json.loads(result.path.read_text())
+    assert data["verdict"] == "pass" and data["original"] is None and data["minimal"] is None
+    assert json.loads((tmp_path / "verdict.json").read_text())["status"] == "pass"
+
+
+def test_the_same_seed_draws_the_same_schedules(healthy_budgets, tmp_path):
+    profile = ScheduleProfile("test", max_examples=2, max_steps=2, max_faults_per_step=2, shrink_budget_s=30.0)
+    schedules = []
+    for run in ("first", "second"):
+        with FakeCluster(HEALTHY) as cluster:
+            cluster.wait_healthy()
+            result = run_schedule(cluster, tmp_path / run, profile=profile, config=ScheduleConfig(**FAST_SCHEDULE),
+                                  seed=20261125, budgets=healthy_budgets, progress=quiet)
+        assert result.verdict is Status.PASS, result.explain()
+        schedules.append([[step.faults for step in e.steps] for e in result.examples])
+    assert schedules[0] == schedules[1]
+    # the first schedule is hypothesis's simplest whatever the seed: the second one is the seed's
+    assert len(schedules[0]) == 2 and schedules[0][1] != schedules[0][0], schedules[0]
+
+
+def test_a_fault_that_never_recovers_fails_the_recovery_invariant_and_is_still_healed(tmp_path):
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(budgets_toml(min_availability=0.9, max_outage_s=0.2, max_recovery_s=0.4))
+    with FakeCluster(HEALTHY) as cluster:
+        cluster.wait_healthy()
+        cluster.set_restart_policy("worker1", "never")  # its pod is not restarted: only a heal starts it
+        result = replay_schedule(cluster, tmp_path / "run", [(FaultSpec("KillWorkerPod", "worker1"),)],
+                                 config=ScheduleConfig(**FAST_SCHEDULE), budgets=budgets, progress=quiet)
+        assert cluster.node_alive("worker1"), "teardown did not heal the killed worker"
+    assert result.verdict is Status.FAIL, result.explain()
+    assert "recovered_within_budget" in result.reason and "no recovery recorded for KillWorkerPod@worker1" in result.reason
+    history = History.load(tmp_path / "run" / "history.jsonl")
+    assert history.traffic[-1].phase is TrafficPhase.STOPPED
+    assert [(e.kind.value, e.name) for e in history.events if e.kind.value == "healed"] == [("healed", "KillWorkerPod")]
+
+
+# --- without a cluster ---------------------------------------------------------------------------
+
+TOPOLOGY = Topology("head", ("worker1", "worker2"), ("head", "worker1", "worker2"))
+
+
+def spec(text: str) -> FaultSpec:
+    fault, target = text.rstrip(")").split("(")
+    return FaultSpec(fault, target)
+
+
+@pytest.mark.parametrize(("faults", "allow", "problem"), [
+    (["KillWorkerPod(worker1)"], False, None),
+    (["KillWorkerPod(worker1)", "KillWorkerPod(worker2)"], False, "kills every worker"),
+    (["KillWorkerPod(worker1)", "KillWorkerPod(worker2)"], True, None),
+    (["KillWorkerPod(worker1)", "KillWorkerPod(worker2)", "KillHead(head)"], True, "no endpoint"),
+    (["KillProxy(head)", "KillProxy(worker1)", "KillProxy(worker2)"], False, "no endpoint"),
+    (["FailHealthCheck(head)", "FailHealthCheck(worker1)"], False, "at most one FailHealthCheck"),
+    (["KillHead(head)", "KillController(controller)", "KillReplica(any)"], False, None),
+    ([], False, "at least one fault"),
+])
+def test_what_a_step_may_be(faults, allow, problem):
+    found = step_problem([spec(f) for f in faults], TOPOLOGY, ScheduleConfig(allow_all_workers_down=allow))
+    assert (found is None) if problem is None else (found is not None and problem in found), found
+
+
+def test_every_fault_kind_is_drawn_on_every_target_it_has():
+    specs = fault_specs(TOPOLOGY, ScheduleConfig())
+    assert {s.fault for s in specs} == set(FAULT_KINDS)
+    assert [str(s) for s in specs if s.fault in ("KillWorkerPod", "KillHead", "KillReplica", "KillController")] == \
+        ["KillReplica(any)", "KillController(controller)", "KillWorkerPod(worker1)", "KillWorkerPod(worker2)",
+         "KillHead(head)"]  # mildest first: hypothesis shrinks towards the start
+    assert len([s for s in specs if s.fault == "KillProxy"]) == 3
+    assert fault_specs(TOPOLOGY, ScheduleConfig(faults=("KillProxy",))) == tuple(
+        FaultSpec("KillProxy", n) for n in TOPOLOGY.nodes)
+    with pytest.raises(ValueError, match="unknown"):
+        ScheduleConfig(faults=("KillEverything",))
+
+
+def test_a_step_budget_is_composed_of_its_faults_seed_budgets(tmp_path):
+    path = tmp_path / "budgets.toml"
+    path.write_text("""
+[defaults]
+rate_per_endpoint = 10.0
+timeout_s = 3.0
+[random_schedule]
+observe_s = 4.0
+[worker_pod_failure]
+min_availability = 0.98
+max_outage_s = 2.0
+max_recovery_s = 60.0
+[proxy_failure]
+min_availability = 1.0
+max_outage_s = 0.0
+max_recovery_s = 60.0
+confirm_s = 5.0
+[head_failure]
+min_availability = 0.9
+max_outage_s = 8.0
+max_recovery_s = 90.0
+""")
+    budgets = load_schedule_budgets(("KillWorkerPod", "KillProxy", "KillHead"), path)
+    step = budgets.for_step(["KillProxy", "KillWorkerPod"])
+    assert (step.min_availability, step.max_outage_s, step.max_recovery_s) == (0.98, 2.0, 60.0)
+    assert step.confirm_s == 30.0  # the default of worker_pod_failure's budget, the larger
+    assert (step.rate_per_endpoint, step.timeout_s, step.observe_s) == (10.0, 3.0, 4.0)
+    assert budgets.for_step(["KillProxy"]).max_outage_s == 0.0
+    everything = budgets.traffic
+    assert (everything.min_availability, everything.max_outage_s, everything.max_recovery_s) == (0.9, 8.0, 90.0)
+    path.write_text(path.read_text().replace("observe_s = 4.0", "observe_s = 4.0\nmax_outage_s = 1.0"))
+    with pytest.raises(ValueError, match=r"only traffic settings"):
+        load_schedule_budgets(("KillWorkerPod",), path)
+
+
+def test_profiles_and_seeds_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    monkeypatch.delenv(SEED_ENV, raising=False)
+    assert selected_profile() is PROFILES["short"]
+    assert PROFILES["short"].max_examples <= 2 and PROFILES["short"].max_steps <= 3
+    assert PROFILES["nightly"].max_examples > 1 and PROFILES["nightly"].max_steps > PROFILES["short"].max_steps
+    monkeypatch.setenv(PROFILE_ENV, "nightly")
+    assert selected_profile() is PROFILES["nightly"]
+    assert selected_profile("short") is PROFILES["short"]
+    monkeypatch.setenv(PROFILE_ENV, "weekly")
+    with pytest.raises(ValueError, match="weekly"):
+        selected_profile()
+    settings = PROFILES["short"].settings()
+    assert (settings.stateful_step_count, settings.database, settings.deadline) == (3, None, None)
+    assert isinstance(selected_seed(), int)
+    monkeypatch.setenv(SEED_ENV, "4242")
+    assert selected_seed() == 4242 and selected_seed("17") == 17 and selected_seed(5) == 5
