@@ -96,6 +96,7 @@ from harness.waiting import WaitTimeout, wait_until
 SCENARIO = "random_schedule"
 PROFILE_ENV = "SERVE_CHAOS_SCHEDULE_PROFILE"
 SEED_ENV = "SERVE_CHAOS_SCHEDULE_SEED"
+REPLAY_ENV = "SERVE_CHAOS_SCHEDULE_REPLAY"  # a schedule.json whose minimal schedule the scenario replays
 SCHEDULE_FILE = "schedule.json"
 EXAMPLES_DIR = "examples"
 
@@ -222,6 +223,7 @@ class ScheduleResult:
     path: Path  # schedule.json
     hypothesis_report: str  # hypothesis's falsifying example and reproduce_failure blob, when it failed
     seconds: float
+    bound_s: float  # the longest the run could take, stated before it started (ScheduleSession.run_bound_s)
 
     def explain(self) -> str:
         text = [f"random schedule {self.verdict}: {self.reason}", f"seed {self.seed} ({replay_hint(self.seed)})"]
@@ -1037,11 +1039,13 @@ def replay_schedule(cluster: Cluster, out_dir: str | Path, steps: Sequence[Itera
                     progress: Callable[[str], None] | None = None) -> ScheduleResult:
     """Run one recorded schedule exactly as given (e.g. ``load_schedule(path).minimal``), without hypothesis:
     the same machine, rules, invariants and teardown."""
+    steps = [tuple(faults) for faults in steps]
     if not isinstance(budgets, ScheduleBudgets):
         budgets = load_schedule_budgets(config.faults, budgets)
     session = ScheduleSession(cluster, out_dir, config=config, profile=None, budgets=budgets,
                               prepare=prepare, progress=progress)
-    session.progress(f"[{SCENARIO}] replaying {len(steps)} recorded step(s)")
+    session.progress(f"[{SCENARIO}] replaying {len(steps)} recorded step(s): "
+                     + "; ".join(f"step {i}: {' + '.join(map(str, faults))}" for i, faults in enumerate(steps, 1)))
     machine = schedule_machine(session)()
     failure: BaseException | None = None
     try:
@@ -1100,7 +1104,7 @@ def _conclude(session: ScheduleSession, seed: int | str | None, failure: BaseExc
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / SCHEDULE_FILE
     result = ScheduleResult(seed, session.profile, status, reason, original, minimal, examples, path, notes,
-                            time.monotonic() - session.started)
+                            time.monotonic() - session.started, session.run_bound_s())
     path.write_text(json.dumps(_schedule_json(result, session), indent=2, default=str))
     decisive = minimal or (examples[-1] if examples else None)
     if decisive is not None:
@@ -1128,6 +1132,7 @@ def _schedule_json(result: ScheduleResult, session: ScheduleSession) -> dict:
         "faults": list(session.config.faults),
         "allow_all_workers_down": session.config.allow_all_workers_down,
         "seconds": round(result.seconds, 3),
+        "bound_s": round(result.bound_s, 3),
         "examples": [e.to_json() for e in result.examples],
     }
 
@@ -1162,7 +1167,7 @@ def _publish(session: ScheduleSession, example: ExampleRecord, *, collect_logs: 
 
 
 __all__ = [
-    "ExampleRecord", "FaultSpec", "PROFILES", "ScheduleBudgets", "ScheduleConfig", "ScheduleProfile", "ScheduleResult",
+    "ExampleRecord", "FaultSpec", "PROFILES", "REPLAY_ENV", "ScheduleBudgets", "ScheduleConfig", "ScheduleProfile", "ScheduleResult",
     "ScheduleSession", "ScheduleViolation", "Step", "Topology", "fault_specs", "load_schedule", "load_schedule_budgets",
     "replay_schedule", "run_schedule", "schedule_machine", "selected_profile", "selected_seed", "serving_nodes",
     "step_problem",
