@@ -181,7 +181,11 @@ def test_a_healthy_stack_passes_random_schedules_drawn_from_every_fault_kind(hea
     assert len(kinds) >= 3, f"the random schedules drew only {kinds}"
     data = json.loads(result.path.read_text())
     assert data["verdict"] == "pass" and data["original"] is None and data["minimal"] is None
-    assert json.loads((tmp_path / "verdict.json").read_text())["status"] == "pass"
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["status"] == "pass"
+    figures = verdict["verdict"]["figures"]  # what the report's summary reads
+    assert figures["availability"] == 1.0 and figures["requests"] > 0
+    assert "with_retries.availability_retry_3x_exponential" in figures and "time_to_recover_s" in figures
 
 
 def test_the_same_seed_draws_the_same_schedules(healthy_budgets, tmp_path):
