@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.cluster import (
-    ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, RayActor, StackEvent,
+    DriverResult, Endpoint, NodeInfo, NodeProcess, RayActor, StackEvent,
     StackStatus,
 )
 from harness.kube.forward import PortForwards
@@ -46,7 +46,7 @@ from harness.local.backend import (
     ANSI_RE, UpReport, answer_once, build_serve_config, new_run_id, unhealthy_reason,
 )
 from harness.local.config import ConfigError, StackConfig
-from harness.local.serve_api import HeadApi, ServeApiUnavailable
+from harness.local.serve_api import HeadApi, ServeApiUnavailable, read_serve
 from harness.secrets import Secret
 from harness.waiting import WaitTimeout, wait_until
 
@@ -300,22 +300,8 @@ class RayServiceCluster:
     def status(self) -> StackStatus:
         slots = self.refresh()
         by_ip = {v.ip: s.name for s in slots if (v := self._pod(s)) is not None and v.ip}
-        ray_nodes, controller, proxies, replicas, apps, reachable = {}, None, (), (), (), True
-        try:
-            ray_nodes = self.api.newest_nodes()
-            snap = self.api.serve()
-            actors = {a.actor_id: a for a in self.api.actors(state="ALIVE")}
-            if snap.controller_actor_id:
-                actor = actors.get(snap.controller_actor_id)
-                controller = ControllerInfo(actor.pid if actor else None, by_ip.get(snap.controller_node_ip or ""),
-                                            snap.controller_actor_id)
-            proxies = tuple(ProxyInfo(by_ip.get(ip or ""), self._proxy_url(by_ip.get(ip or "")), status, actor_id,
-                                      actors[actor_id].pid if actor_id in actors else None)
-                            for ip, status, actor_id in snap.proxies)
-            replicas = tuple(replace(r, node=by_ip.get(ip or "")) for r, ip in snap.replicas)
-            apps = snap.apps
-        except ServeApiUnavailable:
-            reachable = False
+        serve = read_serve(self.api, by_ip, lambda node, ip: self._proxy_url(node))
+        ray_nodes = serve.ray_nodes
         nodes = []
         for s in slots:
             view = self._pod(s)
@@ -323,8 +309,8 @@ class RayServiceCluster:
             ray = ray_nodes.get(ip)
             nodes.append(NodeInfo(s.name, s.role, ip, view is not None and view.running and not view.terminating,
                                   ray.node_id if ray else None, ray.state if ray else None))
-        return StackStatus(self.run_id, tuple(nodes), controller, tuple(proxies), tuple(replicas), tuple(apps),
-                           reachable)
+        return StackStatus(self.run_id, tuple(nodes), serve.controller, serve.proxies, serve.replicas, serve.apps,
+                           serve.reachable)
 
     def health_problem(self) -> str | None:
         return unhealthy_reason(self.status(), self.config)

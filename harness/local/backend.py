@@ -24,7 +24,7 @@ import requests
 import yaml
 
 from harness.cluster import (
-    ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, RayActor, ReplicaInfo, StackEvent,
+    DriverResult, Endpoint, NodeInfo, NodeProcess, RayActor, StackEvent,
     StackStatus,
 )
 from harness.local import system
@@ -32,7 +32,7 @@ from harness.local.config import ConfigError, StackConfig, load_config
 from harness.local.layout import (
     HEAD_NODE, REDIS_NODE, NodeSpec, RunLayout, bridge_address, plan_nodes,
 )
-from harness.local.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
+from harness.local.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected, read_serve
 from harness.secrets import Secret
 from harness.waiting import WaitTimeout, wait_until
 
@@ -279,38 +279,17 @@ class LocalCluster:
 
     # --- queries --------------------------------------------------------------------------------------
     def status(self) -> StackStatus:
-        by_ip = {n.address: n.name for n in self.nodes}
-        ray_nodes = {}
-        controller = None
-        proxies: tuple[ProxyInfo, ...] = ()
-        replicas: tuple[ReplicaInfo, ...] = ()
-        apps = ()
-        reachable = True
-        try:
-            ray_nodes = self.api.newest_nodes()
-            snap = self.api.serve()
-            actors = {a.actor_id: a for a in self.api.actors(state="ALIVE")}
-            if snap.controller_actor_id:
-                actor = actors.get(snap.controller_actor_id)
-                controller = ControllerInfo(actor.pid if actor else None, by_ip.get(snap.controller_node_ip or ""),
-                                            snap.controller_actor_id)
-            proxies = tuple(
-                ProxyInfo(by_ip.get(ip or ""), f"http://{ip}:{self.config.app.serve_port}{self._route()}" if ip else None,
-                          status, actor_id, actors[actor_id].pid if actor_id in actors else None)
-                for ip, status, actor_id in snap.proxies
-            )
-            replicas = tuple(ReplicaInfo(r.replica_id, r.deployment, by_ip.get(ip or ""), r.pid, r.state, r.actor_id)
-                             for r, ip in snap.replicas)
-            apps = snap.apps
-        except ServeApiUnavailable:
-            reachable = False
+        port, route = self.config.app.serve_port, self._route()
+        view = read_serve(self.api, {n.address: n.name for n in self.nodes},
+                          lambda node, ip: f"http://{ip}:{port}{route}" if ip else None)
+        ray_nodes = view.ray_nodes
         nodes = tuple(
             NodeInfo(n.name, n.role, n.address, self.node_alive(n.name),
                      ray_nodes[n.address].node_id if n.address in ray_nodes else None,
                      ray_nodes[n.address].state if n.address in ray_nodes else None)
             for n in self.nodes if n.is_ray
         )
-        return StackStatus(self.run_id, nodes, controller, proxies, replicas, tuple(apps), reachable)
+        return StackStatus(self.run_id, nodes, view.controller, view.proxies, view.replicas, view.apps, view.reachable)
 
     def _route(self) -> str:
         prefix = build_serve_config(self.config)["applications"][0].get("route_prefix") or "/"

@@ -6,11 +6,12 @@ live on the head: while it is down they fail with ``ServeApiUnavailable``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import requests
 
-from harness.cluster import AppInfo, RayActor, ReplicaInfo
+from harness.cluster import AppInfo, ControllerInfo, ProxyInfo, RayActor, ReplicaInfo
 
 SERVE_PATH = "/api/serve/applications/"
 
@@ -121,3 +122,36 @@ class HeadApi:
             raise ServeApiUnavailable(f"{self.base}{SERVE_PATH}: {type(exc).__name__}") from None
         if resp.status_code != 200:
             raise ServeDeployRejected(f"HTTP {resp.status_code}: {resp.text[-2000:]}")
+
+
+@dataclass(frozen=True)
+class ServeView:
+    """What the head's APIs tell, with node names resolved: one reading for every backend's ``status()``."""
+
+    ray_nodes: dict[str, RayNode]  # by address: the newest Ray node there
+    controller: ControllerInfo | None
+    proxies: tuple[ProxyInfo, ...]
+    replicas: tuple[ReplicaInfo, ...]
+    apps: tuple[AppInfo, ...]
+    reachable: bool
+
+
+def read_serve(api: HeadApi, by_ip: dict[str, str], proxy_url: Callable[[str | None, str | None], str | None]) -> ServeView:
+    """Ask the head once; ``by_ip`` names nodes by address, ``proxy_url(node, ip)`` gives a proxy's URL.
+    While the head does not answer, the view is empty and ``reachable`` is False."""
+    try:
+        ray_nodes = api.newest_nodes()
+        snap = api.serve()
+        actors = {a.actor_id: a for a in api.actors(state="ALIVE")}
+    except ServeApiUnavailable:
+        return ServeView({}, None, (), (), (), False)
+    controller = None
+    if snap.controller_actor_id:
+        actor = actors.get(snap.controller_actor_id)
+        controller = ControllerInfo(actor.pid if actor else None, by_ip.get(snap.controller_node_ip or ""),
+                                    snap.controller_actor_id)
+    proxies = tuple(ProxyInfo(by_ip.get(ip or ""), proxy_url(by_ip.get(ip or ""), ip), status, actor_id,
+                              actors[actor_id].pid if actor_id in actors else None)
+                    for ip, status, actor_id in snap.proxies)
+    replicas = tuple(replace(r, node=by_ip.get(ip or "")) for r, ip in snap.replicas)
+    return ServeView(ray_nodes, controller, proxies, replicas, snap.apps, True)
