@@ -84,7 +84,9 @@ def test_freeze_and_thaw_a_node(cluster):
     procs = cluster.node_processes("worker1")
     cluster.freeze_node("worker1")
     try:
-        assert {system.process_state(p.host_pid) for p in procs} == {"T"}
+        # SIGSTOP lands asynchronously: every process must show as stopped within a second
+        wait_until("every process of worker1 to be stopped",
+                   lambda: {system.process_state(p.host_pid) for p in procs} == {"T"}, timeout_s=1, interval_s=0.05)
     finally:
         cluster.thaw_node("worker1")
     assert "T" not in {system.process_state(p.host_pid) for p in procs}
