@@ -22,6 +22,7 @@ from harness.report.compare import Movement
 from harness.report.model import RETRIED
 from harness.report.redact import redact_config
 from harness.report.timeline import BandKind, bin_seconds, fault_bands, marks, phase_spans, timeline_figure
+from harness.schedule import FaultSpec, Step
 from harness.secrets import REDACTED
 from history_builders import event, steady
 from test_report_support import (
@@ -189,6 +190,121 @@ def test_a_real_run_folder_renders_with_its_failed_check_and_logs(tmp_path: Path
     assert "replicas_running: fail: expected 6 RUNNING replicas of SleepyPid, saw 4" in html
     assert "test_worker_pod_failure/logs/events.jsonl" in html
     assert "KillWorkerPod" in html  # the fault in the plot's marks
+
+
+# -- random schedules --------------------------------------------------------------------------
+
+WORKER_REASON = "traffic_within_budget: fail: longest_outage: fail: 7.000s on a (budget <= 1s)"
+
+
+def _step(index: int, *faults: tuple[str, str], status: Status, reason: str = "") -> dict:
+    """A step as harness.schedule writes it into schedule.json."""
+    return Step(index, tuple(FaultSpec(f, t) for f, t in faults), ("a", "b"), 2.0 * index, 20.0, status,
+                reason).to_json()
+
+
+def _schedule(original: list[dict] | None, minimal: list[dict] | None, *, verdict: str, reason: str,
+              examples: int = 3, hypothesis: str = "") -> dict:
+    """schedule.json as ``harness.schedule._schedule_json`` writes it (the keys the report reads, and others)."""
+    return {
+        "scenario": "random_schedule", "seed": 1234, "verdict": verdict, "reason": reason,
+        "original": original, "minimal": minimal,
+        "original_example": 1 if original else None, "minimal_example": 3 if minimal else None,
+        "minimal_reason": f"step 1: KillWorkerPod(b): {WORKER_REASON}" if minimal else None,
+        "replay": {"seed": "replay with SERVE_CHAOS_SCHEDULE_SEED=1234 or pytest --hypothesis-seed=1234",
+                   "hypothesis": hypothesis},
+        "profile": None, "topology": {"head": "a", "workers": ["b"], "nodes": ["a", "b"]}, "faults": [],
+        "allow_all_workers_down": False, "seconds": 80.0, "bound_s": 2000.0,
+        "examples": [{"example": n, "outcome": "pass", "steps": []} for n in range(1, examples + 1)],
+    }
+
+
+def _schedule_scenario(run_dir: Path, schedule: dict | str) -> Path:
+    folder = write_scenario(run_dir, "random_schedule", outage=(5.0, 12.0), logs={"logs__head.log": "head\n"})
+    (folder / "schedule.json").write_text(schedule if isinstance(schedule, str) else json.dumps(schedule))
+    return folder
+
+
+def _text(cell: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+
+
+def schedule_table(html: str) -> tuple[list[str], list[list[str]]]:
+    """The fault schedule table's headers and rows (cells as text)."""
+    table = re.search(r'<table class="schedule-steps">(.*?)</table>', html, re.S)
+    assert table, "no fault schedule table"
+    headers = [_text(h) for h in re.findall(r"<th>(.*?)</th>", table.group(1), re.S)]
+    body = table.group(1).split("<tbody>", 1)[1]
+    rows = [[_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    return headers, rows
+
+
+def test_a_failed_random_schedule_shows_its_original_and_minimal_schedules_side_by_side(tmp_path: Path):
+    original = [_step(1, ("KillReplica", "a"), status=Status.PASS, reason="within budget"),
+                _step(2, ("KillProxy", "a"), ("KillWorkerPod", "b"), status=Status.FAIL, reason=WORKER_REASON)]
+    minimal = [_step(1, ("KillWorkerPod", "b"), status=Status.FAIL, reason=WORKER_REASON)]
+    blob = "@reproduce_failure('6.170.17', b'AAAAQQAAAUEAAA==')"
+    folder = _schedule_scenario(tmp_path, _schedule(original, minimal, verdict="fail", reason=WORKER_REASON,
+                                                    hypothesis=f"Failing test case\n{blob}"))
+    summary = load_scenario(folder)
+    schedule = summary.schedule
+    assert summary.problems == () and schedule is not None
+    assert [(n, o.title if o else None, m.title if m else None) for n, o, m in schedule.rows] == [
+        (1, "KillReplica(a)", "KillWorkerPod(b)"), (2, "KillProxy(a) + KillWorkerPod(b)", None)]
+    assert "test_random_schedule/schedule.json" in {a.path for a in summary.files}
+
+    html = write_run_report(tmp_path).read_text()
+    assert "<h3>Fault schedule</h3>" in html
+    assert "Seed <span class=\"mono\">1234</span> · replay with SERVE_CHAOS_SCHEDULE_SEED=1234" in html
+    headers, rows = schedule_table(html)
+    assert headers == ["Step", "Original (example 1)", "Minimal (example 3)"]
+    assert rows == [["1", "KillReplica(a) pass", "KillWorkerPod(b) fail"],
+                    ["2", "KillProxy(a) + KillWorkerPod(b) fail", "—"]]
+    assert not any("KillProxy" in row[2] for row in rows)  # the minimal column holds only the minimal schedule
+    # reasons are escaped, not markup
+    assert "Why the minimal schedule fails: step 1: KillWorkerPod(b): traffic_within_budget: fail: " \
+           "longest_outage: fail: 7.000s on a (budget &lt;= 1s)" in html
+    details = re.search(r"<details><summary>Hypothesis's report.*?</details>", html, re.S)
+    assert details and "@reproduce_failure(&#39;6.170.17&#39;, b&#39;AAAAQQAAAUEAAA==&#39;)" in details.group(0)
+    assert "fault schedule (JSON)" in html and 'href="test_random_schedule/schedule.json"' in html
+
+
+def test_a_passed_random_schedule_says_no_schedule_failed_and_shows_no_table(tmp_path: Path):
+    reason = "3 schedule(s) of 5 step(s) stayed within budget"
+    folder = _schedule_scenario(tmp_path, _schedule(None, None, verdict="pass", reason=reason))
+    assert load_scenario(folder).schedule.rows == ()
+    html = write_run_report(tmp_path).read_text()
+    assert "<h3>Fault schedule</h3>" in html and reason in html
+    assert "no schedule failed; 3 schedules ran" in html
+    assert "schedule-steps" not in html and "Why the minimal" not in html and "Hypothesis's report" not in html
+
+
+@pytest.mark.parametrize("text", [
+    '{"seed": 1234, "verdict": "fail", "original": [{"index": 1, "fau',  # cut short mid-write
+    "[1, 2]",  # not an object
+    '{"seed": 1, "verdict": "fail", "original": [{"index": 1}], "minimal": null}',  # a step without faults
+    '{"seed": 1, "verdict": "fail", "original": "KillHead(a)"}',  # steps that are not a list
+])
+def test_a_damaged_schedule_json_is_a_problem_and_the_page_still_renders(tmp_path: Path, text: str):
+    summary = load_scenario(_schedule_scenario(tmp_path, text))
+    assert summary.schedule is None and summary.status is Status.FAIL  # the verdict is still read
+    assert [p for p in summary.problems if p.startswith("schedule.json unreadable (")], summary.problems
+    html = write_run_report(tmp_path).read_text()
+    assert "schedule.json unreadable" in html and "Fault schedule" not in html
+    assert rows_by_scenario(html)["test_random_schedule"].startswith("fail")
+
+
+def test_a_random_schedule_that_ran_no_example_is_still_listed(tmp_path: Path):
+    folder = tmp_path / "test_random_schedule"
+    folder.mkdir()
+    (folder / "schedule.json").write_text(json.dumps(
+        _schedule(None, None, verdict="unknown", reason="no schedule ran", examples=0)))
+    run = load_run(tmp_path)
+    assert [s.folder for s in run.scenarios] == ["test_random_schedule"]
+    assert run.scenarios[0].status is Status.UNKNOWN and run.scenarios[0].schedule.verdict == "unknown"
+    html = write_run_report(tmp_path).read_text()
+    assert "no schedule ran" in html and "No failing schedule was recorded; 0 schedules ran" in html
 
 
 # -- configuration and secrets -----------------------------------------------------------------

@@ -1,9 +1,10 @@
 """What a run folder holds, read into typed records: one ScenarioSummary per scenario folder, one RunSummary.
 
 A run folder is ``reports/<run-id>/``; each scenario folder below it holds ``history.jsonl``, ``verdict.json``
-(a ``ScenarioResult``) and, when the verdict was not a pass, ``logs/``. A crashed or interrupted run leaves
-some of these missing or cut short: reading never fails on that, it records what is missing in ``problems``
-and the scenario's status is ``unknown``.
+(a ``ScenarioResult``) and, when the verdict was not a pass, ``logs/``; a random schedule's folder also holds
+``schedule.json`` (its original and minimal failing schedules, read into a ``ScheduleView``). A crashed or
+interrupted run leaves some of these missing or cut short: reading never fails on that, it records what is
+missing in ``problems`` and the scenario's status is ``unknown``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 from harness.checkers import (
@@ -28,6 +30,7 @@ LOGS = "logs"
 LOGS_ERROR = "logs-error.txt"
 TIMELINE = "timeline.html"
 CONFIG = "config.json"
+SCHEDULE = "schedule.json"  # a random schedule's record (harness.schedule.SCHEDULE_FILE)
 EXPECTED = "expected_status"  # optional in verdict.json: "fail" for a control scenario (default "pass")
 
 RETRIED = f"with_retries.availability_{RETRY_3X_EXPONENTIAL.name}"  # the figure key scenarios write
@@ -58,6 +61,50 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class ScheduleStepView:
+    """One step of a recorded schedule as the page shows it: its faults (``KillReplica(head)``), its status and
+    why."""
+
+    index: int
+    faults: tuple[str, ...]
+    status: str
+    reason: str
+
+    @property
+    def title(self) -> str:
+        return " + ".join(self.faults)
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """What a random schedule's ``schedule.json`` says: the seed, the verdict, the ORIGINAL failing schedule and
+    the MINIMAL one hypothesis shrank it to (None when no schedule failed), and how to replay them."""
+
+    seed: str  # "" for a replay of a recorded schedule
+    verdict: str
+    reason: str
+    original: tuple[ScheduleStepView, ...] | None
+    minimal: tuple[ScheduleStepView, ...] | None
+    original_example: int | None
+    minimal_example: int | None
+    minimal_reason: str | None
+    replay_hint: str
+    hypothesis_report: str  # hypothesis's falsifying example and reproduce_failure blob
+    examples_run: int
+
+    @property
+    def failed(self) -> bool:
+        """A failing schedule was recorded."""
+        return self.original is not None or self.minimal is not None
+
+    @property
+    def rows(self) -> tuple[tuple[int, ScheduleStepView | None, ScheduleStepView | None], ...]:
+        """(step number, original step, minimal step), side by side; the shorter schedule is padded with None."""
+        pairs = zip_longest(self.original or (), self.minimal or ())
+        return tuple((n, original, minimal) for n, (original, minimal) in enumerate(pairs, 1))
+
+
+@dataclass(frozen=True)
 class ScenarioSummary:
     folder: str  # the scenario folder's name (the test's name); scenarios of two runs match by it
     scenario: str  # the scenario's own name (from verdict.json, else the folder's)
@@ -70,6 +117,7 @@ class ScenarioSummary:
     logs: tuple[Artifact, ...]  # every file collected under logs/
     problems: tuple[str, ...]  # what is missing or damaged, in words
     expected: Status = Status.PASS  # a control scenario (a broken stack) is expected to fail
+    schedule: ScheduleView | None = None  # schedule.json, for a random schedule
 
     @property
     def as_expected(self) -> bool:
@@ -141,6 +189,44 @@ def result_from_json(obj: Mapping) -> ScenarioResult:
 
 
 # ---------------------------------------------------------------------------------------------
+# schedule.json -> ScheduleView (read here, not through harness.schedule, which needs hypothesis and a Cluster)
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)
+
+
+def _schedule_steps(steps: object) -> tuple[ScheduleStepView, ...] | None:
+    if steps is None:
+        return None
+    if not isinstance(steps, Sequence) or isinstance(steps, str):
+        raise TypeError(f"a schedule is a list of steps, not {type(steps).__name__}")
+    return tuple(
+        ScheduleStepView(index=int(s["index"]), faults=tuple(f"{f['fault']}({f['target']})" for f in s["faults"]),
+                         status=str(s.get("status", Status.UNKNOWN)), reason=str(s.get("reason", "")))
+        for s in steps)
+
+
+def schedule_from_json(obj: Mapping) -> ScheduleView:
+    """The report's view of what ``harness.schedule`` writes as schedule.json."""
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"not a JSON object but {type(obj).__name__}")
+    replay = obj.get("replay") or {}
+    examples = obj.get("examples") or ()
+    seed = obj.get("seed")
+    minimal_reason = obj.get("minimal_reason")
+    return ScheduleView(
+        seed="" if seed is None else str(seed), verdict=str(obj["verdict"]), reason=str(obj.get("reason", "")),
+        original=_schedule_steps(obj.get("original")), minimal=_schedule_steps(obj.get("minimal")),
+        original_example=_optional_int(obj.get("original_example")),
+        minimal_example=_optional_int(obj.get("minimal_example")),
+        minimal_reason=None if minimal_reason is None else str(minimal_reason),
+        replay_hint=str(replay.get("seed") or ""), hypothesis_report=str(replay.get("hypothesis") or ""),
+        examples_run=len(examples),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Figures: from the verdict, else provisional ones from the history by the same checkers.
 
 
@@ -185,7 +271,8 @@ NO_FIGURES = Figures(None, None, None, None, None, None, None, "nothing readable
 
 
 def is_scenario_folder(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and ((path / HISTORY).exists() or (path / VERDICT).exists())
+    """A folder a scenario wrote into: a random schedule that ran no example leaves only schedule.json."""
+    return path.is_dir() and not path.is_symlink() and any((path / n).exists() for n in (HISTORY, VERDICT, SCHEDULE))
 
 
 def _artifacts(folder: Path, run_dir: Path) -> tuple[tuple[Artifact, ...], tuple[Artifact, ...]]:
@@ -193,8 +280,8 @@ def _artifacts(folder: Path, run_dir: Path) -> tuple[tuple[Artifact, ...], tuple
     def rel(p: Path) -> str:
         return p.relative_to(run_dir).as_posix()
 
-    named = (("history (JSON Lines)", HISTORY), ("verdict (JSON)", VERDICT), ("timeline (HTML)", TIMELINE),
-             ("why logs are missing", LOGS_ERROR))
+    named = (("history (JSON Lines)", HISTORY), ("verdict (JSON)", VERDICT), ("fault schedule (JSON)", SCHEDULE),
+             ("timeline (HTML)", TIMELINE), ("why logs are missing", LOGS_ERROR))
     files = [Artifact(label, rel(folder / name)) for label, name in named if (folder / name).is_file()]
     logs_dir = folder / LOGS
     logs = []
@@ -236,6 +323,12 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
     if result is not None and result.verdict.status is not Status.PASS and not (folder / LOGS).is_dir():
         why = f"see {LOGS_ERROR}" if (folder / LOGS_ERROR).exists() else "the run stopped before collecting them"
         problems.append(f"no logs/ collected for this non-passing verdict ({why})")
+    schedule: ScheduleView | None = None
+    if (folder / SCHEDULE).exists():
+        try:
+            schedule = schedule_from_json(json.loads((folder / SCHEDULE).read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            problems.append(f"{SCHEDULE} unreadable ({type(exc).__name__}: {exc})")
 
     if result is not None:
         status, reason = result.verdict.status, explain(result.verdict)
@@ -251,7 +344,7 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
     return ScenarioSummary(
         folder=folder.name, scenario=result.scenario if result else folder.name.removeprefix("test_"),
         status=status, reason=reason, result=result, history=history, figures=figures,
-        files=files, logs=logs, problems=tuple(problems), expected=expected,
+        files=files, logs=logs, problems=tuple(problems), expected=expected, schedule=schedule,
     )
 
 
@@ -260,6 +353,6 @@ def load_run(run_dir: Path) -> RunSummary:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder {run_dir}")
     folders = sorted(p for p in run_dir.iterdir() if is_scenario_folder(p))
-    problems = [] if folders else ["no scenario folders (none has history.jsonl or verdict.json)"]
+    problems = [] if folders else ["no scenario folders (none has history.jsonl, verdict.json or schedule.json)"]
     return RunSummary(run_dir.resolve().name, run_dir, tuple(load_scenario(f, run_dir) for f in folders),
                       tuple(problems))
