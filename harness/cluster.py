@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +47,19 @@ class ReplicaInfo:
     pid: int | None
     state: str
     actor_id: str | None
+    app: str = ""  # the Serve application (empty when the source did not say)
+
+
+@dataclass(frozen=True)
+class ProxyRoute:
+    """What one proxy's router holds for one route: replica ids (None when it could not be read)."""
+
+    proxy_actor_id: str
+    proxy_name: str  # the actor's name (to kill it by)
+    route: str
+    replicas: frozenset[str] | None
+    deployments: frozenset[str] = frozenset()
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,3 +171,4 @@ class Cluster(Protocol):
     def thaw_node(self, node: str) -> None: ...
     def run_driver(self, snippet: str, timeout_s: float = 60.0) -> DriverResult: ...
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult: ...
+    def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]: ...

@@ -37,7 +37,7 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,8 +45,8 @@ from typing import Any, TypeVar
 import requests
 
 from harness.cluster import (
-    AppInfo, ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, RayActor, ReplicaInfo,
-    StackEvent, StackStatus,
+    AppInfo, ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, ProxyRoute, RayActor,
+    ReplicaInfo, StackEvent, StackStatus,
 )
 from harness.waiting import wait_until
 
@@ -99,6 +99,9 @@ class FakeConfig:
     operator_grace_s: float = 0.3  # ... after it has been missing this long
     health_detect_s: float = 0.3  # a replica failing check_health is seen UNHEALTHY this long after
     stale_listing_s: float = 0.0  # Serve lists a dead node's replicas as they were this long
+    # Ray 2.60 (ray-project/ray#63784): proxies that outlive a replaced controller keep routing to the replicas
+    # they knew then (harness/routing.py); False: every proxy always routes to the RUNNING replicas
+    stale_proxies_after_new_controller: bool = False
     healthy_timeout_s: float = 10.0  # wait_healthy's default deadline
 
     def __post_init__(self) -> None:
@@ -263,6 +266,7 @@ class FakeCluster:
         self._controller_id: str | None = None  # None: killed for good, until a deploy
         self._controller_missing_since: float | None = None
         self._proxy_of: dict[str, str] = {}  # node -> its proxy's actor id
+        self._frozen_routing: dict[str, dict[str, frozenset[str]]] = {}  # proxy actor id -> app -> replica ids
         self._targets = {app.name: app.num_replicas for app in self.config.apps}
         self._operator = self.config.operator
         self._events: list[StackEvent] = []
@@ -356,7 +360,7 @@ class FakeCluster:
                     proxies.append(ProxyInfo(name, self._servers[name].url(self._default_route()), status,
                                              proxy.actor_id, proxy.pid if proxy.state == "ALIVE" else None))
             replicas = tuple(ReplicaInfo(r.replica_id, r.app.deployment, r.node, self._actors[r.actor_id].pid,
-                                         r.state, r.actor_id) for r in self._replicas.values())
+                                         r.state, r.actor_id, r.app.name) for r in self._replicas.values())
             apps = tuple(AppInfo(app.name, "RUNNING" if self._running(app) == self._targets[app.name] else "DEPLOYING",
                                  app.route_prefix) for app in self.config.apps)
             return StackStatus(self.run_id, nodes, controller, tuple(proxies), replicas, apps, True)
@@ -696,6 +700,11 @@ class FakeCluster:
 
     def _ensure_controller(self, now: float) -> None:
         if self._controller_id is None:
+            if self.config.stale_proxies_after_new_controller:  # the live proxies' long polls died with the old one
+                for proxy_id in self._proxy_of.values():
+                    if self._actors[proxy_id].state != "DEAD":
+                        self._frozen_routing.setdefault(proxy_id, {
+                            app.name: frozenset(self._routed(app)) for app in self.config.apps})
             self._controller_id = self._new_actor(CONTROLLER_CLASS, CONTROLLER_ACTOR_NAME, HEAD, now, ready=False,
                                                   delay_s=self.config.actor_restart_s)
             self._event("serve", "controller_started", HEAD)
@@ -747,9 +756,11 @@ class FakeCluster:
             if app is None:
                 return _http(404, b"no application at this route")
             now = time.monotonic()
+            known = self._frozen_routing.get(self._proxy_of.get(node, ""), {}).get(app.name)
             serving = [r for r in self._replicas.values() if r.app == app and r.state == "RUNNING"
                        and r.listed_until is None and self._actors[r.actor_id].state == "ALIVE"
-                       and self._nodes[r.node].up and not self._nodes[r.node].frozen]
+                       and self._nodes[r.node].up and not self._nodes[r.node].frozen
+                       and (known is None or r.replica_id in known)]
             if app.health_toggle and path.rstrip("/").endswith("/fail"):
                 healthy = [r for r in serving if r.failing_since is None]
                 victim = self._pick(node, healthy)
@@ -763,6 +774,29 @@ class FakeCluster:
             if replica is None:
                 return _http(503, b"no replica RUNNING")
             return _http(200, str(self._actors[replica.actor_id].pid).encode())
+
+    def _routed(self, app: FakeApp) -> list[str]:
+        return [r.replica_id for r in self._replicas.values() if r.app == app and r.state == "RUNNING"
+                and r.listed_until is None]
+
+    def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
+        """What each live proxy routes each route to: the RUNNING replicas, or, for a proxy that outlived a
+        replaced controller (``stale_proxies_after_new_controller``), the replicas it knew then."""
+        rows = []
+        with self._lock:
+            for node, proxy_id in self._proxy_of.items():
+                actor = self._actors[proxy_id]
+                if actor.state != "ALIVE" or not self._nodes[node].up:
+                    continue
+                for route in routes:
+                    app = self._route(route)
+                    if app is None:
+                        rows.append(ProxyRoute(proxy_id, actor.name, route, None, error="no application"))
+                        continue
+                    known = self._frozen_routing.get(proxy_id, {}).get(app.name)
+                    replicas = known if known is not None else frozenset(self._routed(app))
+                    rows.append(ProxyRoute(proxy_id, actor.name, route, replicas, frozenset({app.deployment})))
+        return tuple(rows)
 
     def _pick(self, node: str, replicas: list[_Replica]) -> _Replica | None:
         local = [r for r in replicas if r.node == node] or replicas

@@ -16,6 +16,7 @@ from harness.evidence import (
 from harness.faults import (
     FailHealthCheck, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod, LoseWorkerNode,
 )
+from harness.routing import routing_verdict
 from harness.scenario import ScenarioResult, ScenarioRun, guide_procedure
 from harness.waiting import WaitTimeout, wait_until
 
@@ -66,7 +67,7 @@ def head_failure(run: ScenarioRun, cluster: Cluster) -> ScenarioResult:
             replicas_kept(before, after, workers, APP_DEPLOYMENT),
             controller_replaced(before, after),
         ],
-        after_recovery=lambda: [accepts_changes(cluster)])
+        after_recovery=lambda: [accepts_changes(cluster), routing_verdict(cluster, "routing_after_recovery")])
 
 
 def accepts_changes(cluster: Cluster, timeout_s: float = 60) -> Verdict:
@@ -101,11 +102,14 @@ def _health_replicas(cluster: Cluster) -> int:
 
 def controller_failure(run: ScenarioRun, cluster: Cluster) -> ScenarioResult:
     """ray.kill the controller for good; zero failed requests; a new controller (new PID) comes back; health
-    checking works again afterwards (a replica killed after recovery is replaced)."""
+    checking works again afterwards (a replica killed after recovery is replaced), and every proxy routes to
+    the replacement (on Ray 2.60 the proxies that outlive the old controller never hear of it:
+    harness/routing.py)."""
     return guide_procedure(
         run, KillController(cluster), cluster.endpoints(), serving=[e.node for e in cluster.endpoints()],
         extra_checks=lambda before, after: [controller_replaced(before, after)],
-        after_recovery=lambda: [replica_replaced_after_recovery(run, cluster)])
+        after_recovery=lambda: [replica_replaced_after_recovery(run, cluster),
+                                routing_verdict(cluster, "routing_after_recovery")])
 
 
 def replica_replaced_after_recovery(run: ScenarioRun, cluster: Cluster) -> Verdict:
@@ -132,6 +136,7 @@ def replica_failure(run: ScenarioRun, cluster: Cluster, target: str) -> Scenario
         extra_checks=lambda before, after: [
             replica_count(after, APP_DEPLOYMENT, expected),
             _victim_replaced(before, after, fault),
+            routing_verdict(cluster, "replacement_routed"),
         ])
 
 

@@ -8,7 +8,8 @@ down at the end, even after a failure or Ctrl-C.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,7 @@ def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pyt
     runs: list[ScenarioRun] = []
 
     def make(cluster, name: str, **kwargs) -> ScenarioRun:
-        restore(cluster)
+        restore(cluster, progress_writer(pytestconfig))
         folder = report_dir / request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
         run = ScenarioRun(name, cluster, folder, load_budget(name, pytestconfig.getoption("--budgets")),
                           allowed_networks=cluster.allowed_networks(), progress=progress_writer(pytestconfig),
@@ -173,19 +174,32 @@ def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pyt
         raise RuntimeError("; ".join(errors))
 
 
-def restore(cluster) -> None:
+def restore(cluster, say: Callable[[str], None] | None = None) -> None:
     """Bring a shared stack back to healthy before a scenario: nodes that should run are started, the Serve
-    config is applied if the app is gone, then the stack must be healthy."""
+    config is applied if the app is gone, then the stack must be healthy, and every proxy must route to the
+    replicas the controller runs (a proxy that outlived a replaced controller is replaced: harness/routing.py)."""
     from harness.local.backend import StackError
+    from harness.routing import RoutingUnavailable, refresh_proxies, wait_routing_converged
+
+    say = say or (lambda msg: print(msg, flush=True))
 
     try:
         cluster.wait_healthy(timeout_s=20)
-        return
     except StackError as first:
-        print(f"stack not healthy before the scenario, restoring: {first}".splitlines()[0], flush=True)
-    for node in ("head", *cluster.worker_names()):
-        if not cluster.node_alive(node):
-            cluster.start_node(node)
-    if cluster.status().controller is None:
-        cluster.apply_serve_config()
-    cluster.wait_healthy()
+        say(f"stack not healthy before the scenario, restoring: {first}".splitlines()[0])
+        for node in ("head", *cluster.worker_names()):
+            if not cluster.node_alive(node):
+                cluster.start_node(node)
+        if cluster.status().controller is None:
+            cluster.apply_serve_config()
+        cluster.wait_healthy()
+    try:
+        stale = wait_routing_converged(cluster, timeout_s=10)
+        if stale:
+            say("stale proxy routing before the scenario, replacing those proxies: " + "; ".join(map(str, stale)))
+            started = time.monotonic()
+            replaced = refresh_proxies(cluster, stale)
+            cluster.wait_healthy()
+            say(f"replaced the proxies on {', '.join(replaced)} in {time.monotonic() - started:.1f}s; routing converged")
+    except RoutingUnavailable as exc:
+        say(f"proxy routing not checked: {exc}")

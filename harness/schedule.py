@@ -89,6 +89,7 @@ from harness.faults import (
     FailHealthCheck, Fault, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
 )
 from harness.history import EventKind, FaultEvent, History, HistoryTail, RequestRecord
+from harness.routing import routing_verdict
 from harness.scenario import (
     DEFAULT_BUDGETS, Budget, ScenarioResult, ScenarioRun, explain, fault_took_effect, load_budget,
 )
@@ -312,6 +313,8 @@ class ScheduleConfig:
     recovery_grace_s: float = 5.0  # the recovery wait: 1.25 x the step's recovery budget + this
     settle_margin_s: float = 0.25  # settle_s = 2 client timeouts (connect + read) + this
     healthy_timeout_s: float = 120.0  # arrange: how long the stack may take to be healthy before a schedule
+    check_routing: bool = True  # after a step converged, every proxy must route to the controller's replicas
+    routing_timeout_s: float = 15.0  # ... within this long (harness/routing.py)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
@@ -437,7 +440,8 @@ class ScheduleSession:
 
     def step_bound_s(self) -> float:
         worst = self.budgets.for_step(self.config.faults)
-        return worst.confirm_s + 1.25 * worst.max_recovery_s + self.config.recovery_grace_s + \
+        routing = self.config.routing_timeout_s + 2 * 60.0 if self.config.check_routing else 0.0  # + the drivers
+        return worst.confirm_s + 1.25 * worst.max_recovery_s + self.config.recovery_grace_s + routing + \
             self.observe_timeout_s(worst)
 
     def example_bound_s(self) -> float:
@@ -485,6 +489,7 @@ class _StepState:
     end: float = math.nan  # monotonic: the step's end
     recovery: Verdict | None = None
     traffic: Verdict | None = None
+    routing: Verdict | None = None  # every proxy routes to the controller's replicas, once converged
 
     def verdict(self) -> Verdict:
         parts = [v for v in (self.recovery, self.traffic) if v is not None]
@@ -574,6 +579,10 @@ class _ScheduleMachine(RuleBasedStateMachine):
             limit = 1.25 * state.budget.max_recovery_s + session.config.recovery_grace_s
             self.converged = self._await(state, "recovered", limit - (time.monotonic() - state.start))
             state.converged = time.monotonic()
+            if self.converged and session.config.check_routing:
+                state.routing = routing_verdict(session.cluster, "routing_converged", session.config.routing_timeout_s)
+                run.writer.note(f"{state.routing.status}: {state.routing.reason}", name="routing",
+                                target=f"step {state.index}")
             state.cut = self._observe(state)
             state.end = time.monotonic()
 
@@ -733,9 +742,11 @@ class _ScheduleMachine(RuleBasedStateMachine):
             return
         assert self.run is not None
         window = self.run.history().between(state.start, state.end + 1e-6)
+        routing = [state.routing] if state.routing is not None and state.routing.status is not Status.UNKNOWN else []
         verdict = combine("recovered_within_budget", [
             fault_took_effect(window),
             time_to_recover(window, max_s=state.budget.max_recovery_s),
+            *routing,
         ])
         reason = explain(verdict) if verdict.status is not Status.PASS else \
             f"every fault took effect and recovered; {verdict.parts[1].reason}"

@@ -20,6 +20,22 @@ def assert_passed(result: ScenarioResult) -> None:
     assert result.verdict.status is Status.PASS, f"{result.scenario}: {explain(result.verdict)}"
 
 
+def assert_known_issue(result: ScenarioResult, check: str) -> None:
+    """The scenario fails on exactly the check that shows the known Serve defect, and passes every other: if
+    the defect is fixed (the check passes), this fails, so that the scenario is turned back into a plain one."""
+    failed = sorted(v.name for v in result.verdict.parts if v.status is not Status.PASS)
+    assert failed == [check], (
+        f"{result.scenario}: expected to fail on {check} alone ({result.known_issue}), but failed on {failed}: "
+        f"{explain(result.verdict)}" if failed else
+        f"{result.scenario}: {check} passed: {result.known_issue} no longer shows on this Ray; "
+        "drop known_issue and assert a pass")
+
+
+# Ray 2.60: a proxy's long-poll client ends when the controller actor it polls dies for good, and nothing
+# restarts it, so the proxies that outlive a replaced controller keep the replicas they knew (harness/routing.py)
+STALE_PROXIES = "ray-project/ray#63784 (proxies that outlive a replaced controller never hear of new replicas)"
+
+
 def test_worker_pod_failure(stack, scenario):
     target = stack.worker_names()[-1]
     assert_passed(guide.worker_pod_failure(scenario(stack, "worker_pod_failure"), stack, target))
@@ -34,7 +50,10 @@ def test_proxy_failure(stack, scenario):
 
 
 def test_controller_failure(stack, scenario):
-    assert_passed(guide.controller_failure(scenario(stack, "controller_failure"), stack))
+    # the guide's claim holds (no failed request, a new controller, a killed replica replaced), but the
+    # surviving proxies never route to the replacement: routing_after_recovery fails, as the known issue says
+    run = scenario(stack, "controller_failure", known_issue=STALE_PROXIES)
+    assert_known_issue(guide.controller_failure(run, stack), "routing_after_recovery")
 
 
 def test_health_check_failure(stack, scenario):

@@ -39,11 +39,11 @@ def test_random_schedule(stack, stack_config, report_dir, pytestconfig):
     started = time.monotonic()
     if replay := os.environ.get(REPLAY_ENV):
         result = replay_schedule(stack, folder, load_schedule(replay, "minimal"), config=config, budgets=budgets,
-                                 prepare=restore, progress=say)
+                                 prepare=lambda cluster: restore(cluster, say), progress=say)
     else:
         seed = selected_seed(pytestconfig.getoption("hypothesis_seed", None))
         result = run_schedule(stack, folder, profile=selected_profile(), config=config, seed=seed, budgets=budgets,
-                              prepare=restore, progress=say)
+                              prepare=lambda cluster: restore(cluster, say), progress=say)
     elapsed = time.monotonic() - started
     assert result.verdict is Status.PASS, result.explain()
     # the bound is stated before the run starts (printed with the seed): the profile's schedules, each at its

@@ -501,6 +501,19 @@ def test_a_control_scenario_must_fail_and_a_control_that_passes_is_the_regressio
     assert "NOT as expected" in write_run_report(b).read_text()
 
 
+def test_a_known_issue_scenario_is_labelled_with_the_issue_not_as_a_control(tmp_path: Path):
+    run = tmp_path / "20261125-110000-cccc"
+    folder = write_scenario(run, "controller_failure", outage=(5.0, 12.0), expected="fail")
+    verdict = json.loads((folder / "verdict.json").read_text())
+    verdict["known_issue"] = "ray-project/ray#63784 (stale <proxies>)"
+    (folder / "verdict.json").write_text(json.dumps(verdict))
+    summary = load_run(run).scenario("test_controller_failure")
+    assert summary.known_issue == "ray-project/ray#63784 (stale <proxies>)" and summary.as_expected
+    html = write_run_report(run).read_text()
+    assert "known Serve issue: ray-project/ray#63784 (stale &lt;proxies&gt;) · expected to fail until fixed · as expected" in html
+    assert "control scenario" not in html
+
+
 # -- command line ------------------------------------------------------------------------------
 
 

@@ -16,9 +16,10 @@ import pytest
 
 from harness import guide
 from harness.checkers import Status, Verdict, checker
-from harness.fake import HEALTH_APP, SLEEPY_APP, FakeCluster, FakeConfig
+from harness.fake import CONTROLLER_ACTOR_NAME, HEALTH_APP, SLEEPY_APP, FakeCluster, FakeConfig
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter, TrafficPhase
+from harness.waiting import wait_until
 from harness.scenario import (
     Budget, ScenarioResult, ScenarioRun, explain, fault_took_effect, guide_procedure, load_budget, traffic_coverage,
 )
@@ -166,8 +167,8 @@ SCENARIOS: dict[str, tuple[Callable[[ScenarioRun, FakeCluster], ScenarioResult],
 EXTRA_PARTS = {
     "worker_pod_failure": {"replicas_replaced", "replicas_kept", "replicas_running"},
     "worker_node_failure": {"replicas_replaced", "replicas_kept", "replicas_running"},
-    "head_failure": {"replicas_kept", "controller_replaced", "accepts_changes"},
-    "controller_failure": {"controller_replaced", "health_checking_after_recovery"},
+    "head_failure": {"replicas_kept", "controller_replaced", "accepts_changes", "routing_after_recovery"},
+    "controller_failure": {"controller_replaced", "health_checking_after_recovery", "routing_after_recovery"},
     "proxy_failure": {"proxy_replaced", "killed_proxy_endpoint"},
     "health_check_failure": {"replicas_running"},
     "replica_spread": {"placement", "replicas_running"},
@@ -189,6 +190,48 @@ def test_a_healthy_fake_passes_the_guide_scenario(make_cluster, make_run, name: 
     assert phase_names(run) == FULL_PHASES
 
 
+def test_controller_failure_fails_on_routing_when_proxies_outlive_the_controller_stale(make_cluster, make_run):
+    """Ray 2.60's defect, modelled by the fake: the proxies that outlive a replaced controller keep their old
+    replica sets. Every other check passes; routing_after_recovery names the stale proxies."""
+    cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
+    result = guide.controller_failure(make_run(cluster, "controller_failure"), cluster)
+    failed = {v.name: v for v in result.verdict.parts if v.status is not Status.PASS}
+    assert set(failed) == {"routing_after_recovery"}, explain(result.verdict)
+    reason = failed["routing_after_recovery"].reason
+    assert "no longer runs" in reason and "ray-project/ray#63784" in reason
+    assert {"head", "worker1", "worker2"} <= {n for n in ("head", "worker1", "worker2") if f"proxy on {n} " in reason}
+
+
+def test_replica_failure_fails_on_routing_when_a_proxy_is_stale(make_cluster, make_run):
+    """After a controller replacement on the defective fake, a replica killed and replaced is not routed to."""
+    cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
+    cluster.kill_actor(CONTROLLER_ACTOR_NAME)
+    wait_until("a new controller", lambda: cluster.status().controller is not None and
+               not cluster.health_problem(), timeout_s=10)
+    result = guide.replica_failure(make_run(cluster, "replica_failure"), cluster, "worker1")
+    assert {v.name for v in result.verdict.parts if v.status is not Status.PASS} == {"replacement_routed"}
+
+
+def test_restore_replaces_stale_proxies(make_cluster):
+    """The shared stack's restore finds the stale proxies and replaces them: afterwards routing converges."""
+    from harness.pytest_plugin import restore
+    from harness.routing import stale_routes
+
+    cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
+    before = {p.node: p.actor_id for p in cluster.status().proxies}
+    cluster.kill_actor(CONTROLLER_ACTOR_NAME)
+    wait_until("a new controller", lambda: cluster.status().controller is not None and
+               not cluster.health_problem(), timeout_s=10)
+    victim = next(r for r in cluster.status().replicas if r.deployment == "HealthToggle")
+    cluster.kill_actor(next(a.name for a in cluster.actors() if a.actor_id == victim.actor_id))
+    wait_until("the stale routing", lambda: stale_routes(cluster.status(), cluster.proxy_routing(("/health",))),
+               timeout_s=10)
+    restore(cluster)
+    status = cluster.status()
+    assert not stale_routes(status, cluster.proxy_routing(("/", "/health")))
+    assert all(before[p.node] != p.actor_id for p in status.proxies)  # every proxy knew the dead replica
+
+
 def test_replica_failure_passes_and_writes_the_documented_verdict(cluster: FakeCluster, make_run, budgets: Path):
     run = make_run(cluster, "replica_failure")
     result = guide.replica_failure(run, cluster, "worker1")
@@ -197,7 +240,7 @@ def test_replica_failure_passes_and_writes_the_documented_verdict(cluster: FakeC
     assert VERDICT_KEYS <= set(saved)
     assert (saved["scenario"], saved["status"], saved["reason"]) == ("replica_failure", "pass", result.verdict.reason)
     assert saved["verdict"]["name"] == "replica_failure"
-    assert {p["name"] for p in saved["verdict"]["parts"]} == STANDARD_PARTS | {"replicas_running", "replica_replaced"}
+    assert {p["name"] for p in saved["verdict"]["parts"]} == STANDARD_PARTS | {"replicas_running", "replica_replaced", "replacement_routed"}
     assert saved["budget"] == dataclasses.asdict(load_budget("replica_failure", budgets))
     victim = result.findings[0].split()[2]
     rows = {row["what"]: row for row in saved["identities"] if row["kind"] == "replica"}

@@ -13,6 +13,8 @@ No test sleeps: the schedules wait on probes and on recorded traffic. Delays and
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,6 +219,26 @@ def test_a_fault_that_never_recovers_fails_the_recovery_invariant_and_is_still_h
     history = History.load(tmp_path / "run" / "history.jsonl")
     assert history.traffic[-1].phase is TrafficPhase.STOPPED
     assert [(e.kind.value, e.name) for e in history.events if e.kind.value == "healed"] == [("healed", "KillWorkerPod")]
+
+
+def test_a_replaced_controller_then_a_replica_kill_fails_on_stale_proxy_routing(healthy_budgets, tmp_path):
+    """Ray 2.60's defect (the fake models it): the proxies that outlive a replaced controller never hear of
+    new replicas. The controller step alone passes; the replica step after it fails the recovery invariant on
+    routing, naming the stale proxies; the same schedule on a sound fake passes."""
+    steps = [(FaultSpec("KillController", "controller"),), (FaultSpec("KillReplica", "worker1"),)]
+    results = {}
+    for stale in (False, True):
+        with FakeCluster(dataclasses.replace(HEALTHY, stale_proxies_after_new_controller=stale)) as cluster:
+            cluster.wait_healthy()
+            results[stale] = replay_schedule(cluster, tmp_path / str(stale), steps,
+                                             config=ScheduleConfig(**FAST_SCHEDULE, routing_timeout_s=0.5),
+                                             budgets=healthy_budgets, progress=quiet)
+    assert results[False].verdict is Status.PASS, results[False].explain()
+    bad = results[True]
+    assert bad.verdict is Status.FAIL, bad.explain()
+    first, second = bad.examples[-1].steps
+    assert first.status is Status.PASS and second.status is Status.FAIL, (first.reason, second.reason)
+    assert "routing_converged" in second.reason and "ray-project/ray#63784" in second.reason
 
 
 # --- without a cluster ---------------------------------------------------------------------------

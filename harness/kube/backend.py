@@ -24,12 +24,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from harness.cluster import (
-    DriverResult, Endpoint, NodeInfo, NodeProcess, RayActor, StackEvent,
+    DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyRoute, RayActor, StackEvent,
     StackStatus,
 )
 from harness.kube.forward import PortForwards
@@ -497,6 +497,12 @@ class RayServiceCluster:
         result = self._run(self.kubectl.exec(view.name, self._container(slot), ("python", "-c", prelude + snippet)),
                            f"a driver in {node}", check=False, timeout_s=timeout_s)
         return DriverResult(result.returncode, result.stdout, result.stderr)
+
+    def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
+        """Each live proxy's replica set per route, read by a driver in the head pod (harness/routing.py)."""
+        from harness.routing import read_routing
+
+        return read_routing(self, routes)
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
         result = self.run_driver(

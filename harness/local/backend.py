@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import requests
 import yaml
 
 from harness.cluster import (
-    DriverResult, Endpoint, NodeInfo, NodeProcess, RayActor, StackEvent,
+    DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyRoute, RayActor, StackEvent,
     StackStatus,
 )
 from harness.local import system
@@ -373,6 +373,12 @@ class LocalCluster:
         except subprocess.TimeoutExpired as exc:
             return DriverResult(-1, _text(exc.stdout), f"driver timed out after {timeout_s:g}s\n{_text(exc.stderr)}")
         return DriverResult(proc.returncode, self.secret.scrub(proc.stdout), self.secret.scrub(proc.stderr))
+
+    def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
+        """Each live proxy's replica set per route, read by a driver (harness/routing.py)."""
+        from harness.routing import read_routing
+
+        return read_routing(self, routes)
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
         result = self.run_driver(

@@ -73,7 +73,7 @@ class HeadApi:
                 for r in dep.get("replicas") or []:
                     replicas.append((ReplicaInfo(
                         replica_id=str(r.get("replica_id")), deployment=dep_name, node=None,
-                        pid=r.get("pid"), state=str(r.get("state")), actor_id=r.get("actor_id"),
+                        pid=r.get("pid"), state=str(r.get("state")), actor_id=r.get("actor_id"), app=app_name,
                     ), r.get("node_ip")))
         return ServeSnapshot(
             controller_actor_id=controller.get("actor_id"),

@@ -124,6 +124,11 @@ class ScenarioSummary:
         return self.status is self.expected
 
     @property
+    def known_issue(self) -> str:
+        """The known Ray Serve defect this scenario shows (it is expected to fail until fixed), or ''."""
+        return self.result.known_issue if self.result else ""
+
+    @property
     def checks(self) -> tuple[Verdict, ...]:
         return self.result.verdict.parts if self.result else ()
 
@@ -185,6 +190,8 @@ def result_from_json(obj: Mapping) -> ScenarioResult:
         identities=tuple(_record(IdentityRow, r) for r in obj.get("identities") or ()),
         findings=tuple(obj.get("findings") or ()),
         phases=tuple(_record(PhaseTiming, p) for p in obj.get("phases") or ()),
+        expected=Status(obj.get(EXPECTED, Status.PASS)),
+        known_issue=str(obj.get("known_issue") or ""),
     )
 
 

@@ -1,0 +1,187 @@
+"""Which replicas each proxy routes to, set against the replicas the controller runs.
+
+A proxy learns its replicas by long-polling the Serve controller. When the controller is replaced by a new
+actor (killed with ``no_restart=True``, then the Serve config applied again: the guide's procedure, and what
+KubeRay's RayService does), the long-poll clients of the proxies that survive stop for good: Ray 2.60's
+``LongPollClient`` ends on the ``RayActorError`` of the old controller and nothing starts it again
+(ray-project/ray#63784). Such a proxy keeps routing to the replicas it last heard of: a replica started since
+never gets its traffic, and once every replica it knows has died, its requests hang until the client's
+timeout. The stack looks healthy to every other check (the apps are RUNNING, the proxies answer health
+checks and serve while their old replicas live), so the harness reads the proxies' own routing tables:
+
+    stale = stale_routes(cluster.status(), cluster.proxy_routing(("/", "/health")))
+
+A backend's ``proxy_routing`` is ``read_routing`` here: it runs a driver that asks each live proxy actor for the replicas its router holds for a route
+(the proxy's ``_dump_ingress_replicas_for_testing``, the method Ray's own tests use). ``refresh_proxies``
+replaces proxies whose routing is stale: it kills them (``no_restart=True``) and the controller starts new ones,
+which subscribe to it afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from harness.checkers import Status, Verdict
+from harness.cluster import Cluster, ProxyRoute, StackStatus
+from harness.waiting import WaitTimeout, wait_until
+
+MARKER = "SERVE_CHAOS_ROUTING "
+KNOWN_ISSUE = "ray-project/ray#63784"
+
+_SNIPPET = """
+import json
+from ray.util.state import list_actors
+out = []
+for a in list_actors(filters=[("class_name", "=", "ProxyActor"), ("state", "=", "ALIVE")], limit=1000):
+    for route in ROUTES:
+        row = {"actor_id": a.actor_id, "name": a.name, "route": route}
+        try:
+            ids = ray.get(ray.get_actor(a.name, namespace="serve")._dump_ingress_replicas_for_testing.remote(route),
+                          timeout=TIMEOUT)
+            row["replicas"] = sorted(r.unique_id for r in ids)
+            row["deployments"] = sorted({r.deployment_id.name for r in ids})
+        except Exception as exc:
+            row["error"] = (type(exc).__name__ + ": " + str(exc))[:300]
+        out.append(row)
+print(MARKER + json.dumps(out))
+"""
+
+
+class RoutingUnavailable(RuntimeError):
+    """The proxies' routing could not be read (the driver failed, or this Ray has no such method)."""
+
+
+def read_routing(cluster: Cluster, routes: Iterable[str], timeout_s: float = 60.0) -> tuple[ProxyRoute, ...]:
+    """Every live proxy's replica set for each route. Raises RoutingUnavailable when the driver fails."""
+    routes = tuple(dict.fromkeys(routes))
+    snippet = f"ROUTES = {list(routes)!r}\nTIMEOUT = 5\nMARKER = {MARKER!r}\n" + _SNIPPET
+    result = cluster.run_driver(snippet, timeout_s=timeout_s)
+    line = next((ln for ln in result.stdout.splitlines() if ln.startswith(MARKER)), None)
+    if result.returncode != 0 or line is None:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RoutingUnavailable(f"could not read the proxies' routing (driver exit {result.returncode}): {tail}")
+    try:
+        rows = json.loads(line[len(MARKER):])
+        return tuple(
+            ProxyRoute(str(r["actor_id"]), str(r["name"]), str(r["route"]),
+                       frozenset(r["replicas"]) if "replicas" in r else None,
+                       frozenset(r.get("deployments", ())), str(r.get("error", "")))
+            for r in rows
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RoutingUnavailable(f"the routing driver's answer is unreadable: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class StaleRoute:
+    """A proxy routing a route to other replicas than the controller runs."""
+
+    node: str | None
+    proxy_actor_id: str
+    proxy_name: str
+    route: str
+    routed: frozenset[str]  # what the proxy holds
+    running: frozenset[str]  # what the controller runs for that route's deployment
+
+    def __str__(self) -> str:
+        gone = sorted(self.routed - self.running)
+        missing = sorted(self.running - self.routed)
+        parts = []
+        if gone:
+            parts.append(f"routes to {len(gone)} replica(s) the controller no longer runs ({', '.join(gone)})")
+        if missing:
+            parts.append(f"does not know {len(missing)} running replica(s) ({', '.join(missing)})")
+        return f"proxy on {self.node or '?'} for {self.route}: " + "; ".join(parts or ["differs"])
+
+
+def stale_routes(status: StackStatus, routing: Sequence[ProxyRoute]) -> tuple[StaleRoute, ...]:
+    """Routes whose proxy's replica set differs from the RUNNING replicas the controller runs for that route:
+    of the deployment the proxies route there, else of the application whose route prefix it is. Unreadable
+    rows are not judged."""
+    node_of = {p.actor_id: p.node for p in status.proxies}
+    app_of = {a.route_prefix: a.name for a in status.apps if a.route_prefix}
+    by_route: dict[str, set[str]] = {}
+    for row in routing:
+        by_route.setdefault(row.route, set()).update(row.deployments)
+    stale = []
+    for row in routing:
+        if row.replicas is None:
+            continue
+        deployments = by_route.get(row.route) or set()
+        app = app_of.get(row.route)
+        running = frozenset(r.replica_id for r in status.replicas if r.state == "RUNNING" and (
+            r.deployment in deployments if deployments else (app is not None and r.app == app)))
+        if row.replicas != running:
+            stale.append(StaleRoute(node_of.get(row.proxy_actor_id), row.proxy_actor_id, row.proxy_name, row.route,
+                                    row.replicas, running))
+    return tuple(stale)
+
+
+def routes_of(status: StackStatus) -> tuple[str, ...]:
+    """The route prefixes of the stack's applications."""
+    return tuple(dict.fromkeys(a.route_prefix for a in status.apps if a.route_prefix))
+
+
+def wait_routing_converged(cluster: Cluster, timeout_s: float, routes: Iterable[str] | None = None,
+                           interval_s: float = 1.0) -> tuple[StaleRoute, ...]:
+    """Until every proxy routes every route to exactly the replicas the controller runs; returns () then.
+    On timeout, returns what was last stale (the caller judges or repairs); RoutingUnavailable propagates."""
+    last: list[tuple[StaleRoute, ...]] = [()]
+
+    def converged() -> bool:
+        status = cluster.status()
+        last[0] = stale_routes(status, cluster.proxy_routing(routes if routes is not None else routes_of(status)))
+        return not last[0]
+
+    try:
+        wait_until("every proxy to route to the replicas the controller runs", converged, timeout_s=timeout_s,
+                   interval_s=interval_s, describe=lambda: "; ".join(map(str, last[0])) or "nothing read yet")
+    except WaitTimeout:
+        return last[0]
+    return ()
+
+
+def refresh_proxies(cluster: Cluster, stale: Iterable[StaleRoute], timeout_s: float = 120.0) -> tuple[str, ...]:
+    """Replace the proxies of ``stale`` routes: kill each (``no_restart=True``); the controller starts a new
+    one on its node, subscribed to the current controller. Waits until routing converged; returns the nodes
+    whose proxy was replaced."""
+    victims = {s.proxy_actor_id: s for s in stale}
+    for s in victims.values():
+        result = cluster.kill_actor(s.proxy_name, no_restart=True)
+        if result.returncode != 0:
+            raise RoutingUnavailable(f"could not kill the stale proxy on {s.node}: {result.stderr.strip()[-200:]}")
+
+    def replaced() -> bool:
+        status = cluster.status()
+        alive = {p.actor_id for p in status.proxies if p.status == "HEALTHY"}
+        return not (alive & set(victims)) and len(status.proxies) >= 1 and all(
+            p.status == "HEALTHY" for p in status.proxies)
+
+    wait_until(f"new proxies on {', '.join(sorted(str(s.node) for s in victims.values()))}", replaced,
+               timeout_s=timeout_s, interval_s=1.0)
+    left = wait_routing_converged(cluster, timeout_s=30.0)
+    if left:
+        raise RoutingUnavailable("proxies still stale after their replacement: " + "; ".join(map(str, left)))
+    return tuple(sorted(str(s.node) for s in victims.values()))
+
+
+def routing_verdict(cluster: Cluster, name: str = "routing_converged", timeout_s: float = 20.0) -> Verdict:
+    """A verdict: within ``timeout_s``, every proxy routes every application's route to exactly the replicas
+    the controller runs (pass), or which proxies still route elsewhere (fail); unknown when the routing could
+    not be read."""
+    try:
+        left = wait_routing_converged(cluster, timeout_s=timeout_s)
+        status = cluster.status()
+    except RoutingUnavailable as exc:
+        return Verdict(name, Status.UNKNOWN, str(exc))
+    if left:
+        return Verdict(name, Status.FAIL, f"after {timeout_s:g}s, " + "; ".join(map(str, left)) +
+                       f" (a proxy that outlived a replaced controller no longer hears of replicas: {KNOWN_ISSUE})",
+                       figures={"stale_routes": float(len(left))})
+    routes = routes_of(status)
+    nodes = sorted(str(p.node) for p in status.proxies)
+    return Verdict(name, Status.PASS, f"every proxy ({', '.join(nodes)}) routes {', '.join(routes)} to the "
+                   f"{sum(r.state == 'RUNNING' for r in status.replicas)} replicas the controller runs",
+                   figures={"stale_routes": 0.0})
