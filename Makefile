@@ -50,7 +50,7 @@ stack-demo: setup
 # `make schedule`; its fake-backend tests (tests/test_schedule.py) are part of `make test`.
 SCHEDULE_SEED ?= 697952050
 test: setup
-	$(PY) -m pytest --junitxml=reports/junit.xml --deselect scenarios/test_random_schedule.py::test_random_schedule
+	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest --junitxml=reports/junit.xml
 
 schedule: setup
 	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest scenarios/test_random_schedule.py $(PYTEST_ARGS)
