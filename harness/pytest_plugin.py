@@ -32,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--budgets", default=None, metavar="FILE", help="scenario budgets (default: scenarios/budgets.toml)")
     group.addoption("--kube-config", default=None, metavar="FILE", help="kind/kube settings overriding cluster/kube/kube.toml")
     group.addoption("--kube-context", default=None, metavar="NAME", help="kube backend: the context (default: current)")
+    group.addoption("--schedule-profile", default=None, metavar="NAME",
+                    help="random schedules' profile: short or nightly "
+                         "(default: $SERVE_CHAOS_SCHEDULE_PROFILE, else short)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -200,6 +203,7 @@ def restore(cluster, say: Callable[[str], None] | None = None) -> None:
             started = time.monotonic()
             replaced = refresh_proxies(cluster, stale)
             cluster.wait_healthy()
-            say(f"replaced the proxies on {', '.join(replaced)} in {time.monotonic() - started:.1f}s; routing converged")
+            say(f"replaced the proxies on {', '.join(replaced)} in {time.monotonic() - started:.1f}s; "
+                "routing converged")
     except RoutingUnavailable as exc:
         say(f"proxy routing not checked: {exc}")

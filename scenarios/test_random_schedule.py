@@ -7,6 +7,7 @@ to the smallest one that still fails (see ``harness/schedule.py`` and ``docs/ran
     SERVE_CHAOS_SCHEDULE_SEED=1234 pytest scenarios/ -k random_schedule   # the same schedules again
     pytest scenarios/ -k random_schedule --hypothesis-seed=1234           # the same
     SERVE_CHAOS_SCHEDULE_PROFILE=nightly pytest scenarios/ -k random_schedule
+    pytest scenarios/ -k random_schedule --schedule-profile=nightly         # the same
     SERVE_CHAOS_SCHEDULE_REPLAY=reports/<run>/test_random_schedule/schedule.json pytest scenarios/ -k random_schedule
 
 The seed and every schedule are printed as they run; ``schedule.json`` in the test's report folder holds the
@@ -43,7 +44,8 @@ def test_random_schedule(stack, stack_config, report_dir, pytestconfig):
                                  prepare=lambda cluster: restore(cluster, say), progress=say)
     else:
         seed = selected_seed(pytestconfig.getoption("hypothesis_seed", None))
-        result = run_schedule(stack, folder, profile=selected_profile(), config=config, seed=seed, budgets=budgets,
+        profile = selected_profile(pytestconfig.getoption("--schedule-profile"))
+        result = run_schedule(stack, folder, profile=profile, config=config, seed=seed, budgets=budgets,
                               prepare=lambda cluster: restore(cluster, say), progress=say)
     elapsed = time.monotonic() - started
     assert result.verdict is Status.PASS, result.explain()
