@@ -45,6 +45,8 @@ def main() -> int:
     runs = [p for p in report_dir.iterdir() if p.is_dir() and not p.is_symlink()]  # not reports/latest
     for verdict_file in sorted(f for run in runs for f in run.glob("*/verdict.json")):
         v = json.loads(verdict_file.read_text())
+        if v["scenario"] == "random_schedule" or (v.get("expected_status") == "fail" and not v.get("known_issue")):
+            continue  # the seed scenarios only: not a random schedule's example, not a control
         phases = {p["name"]: p["seconds"] for p in v["phases"]}
         total = sum(phases.values())
         ray = phases.get("confirm", 0.0) + phases.get("recover", 0.0)
