@@ -782,6 +782,7 @@ class FakeCluster:
     def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
         """What each live proxy routes each route to: the RUNNING replicas, or, for a proxy that outlived a
         replaced controller (``stale_proxies_after_new_controller``), the replicas it knew then."""
+        self._refresh()
         rows = []
         with self._lock:
             for node, proxy_id in self._proxy_of.items():

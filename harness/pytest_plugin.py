@@ -205,5 +205,5 @@ def restore(cluster, say: Callable[[str], None] | None = None) -> None:
             cluster.wait_healthy()
             say(f"replaced the proxies on {', '.join(replaced)} in {time.monotonic() - started:.1f}s; "
                 "routing converged")
-    except RoutingUnavailable as exc:
+    except RoutingUnavailable as exc:  # not readable here; a failed repair (RoutingRepairFailed) propagates
         say(f"proxy routing not checked: {exc}")

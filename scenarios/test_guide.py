@@ -11,6 +11,7 @@ import pytest
 
 from harness import guide
 from harness.checkers import Status
+from harness.routing import STALE_PROXIES
 from harness.scenario import ScenarioResult, explain
 
 pytestmark = pytest.mark.stack
@@ -29,11 +30,6 @@ def assert_known_issue(result: ScenarioResult, check: str) -> None:
         f"{explain(result.verdict)}" if failed else
         f"{result.scenario}: {check} passed: {result.known_issue} no longer shows on this Ray; "
         "drop known_issue and assert a pass")
-
-
-# Ray 2.60: a proxy's long-poll client ends when the controller actor it polls dies for good, and nothing
-# restarts it, so the proxies that outlive a replaced controller keep the replicas they knew (harness/routing.py)
-STALE_PROXIES = "ray-project/ray#63784 (proxies that outlive a replaced controller never hear of new replicas)"
 
 
 def test_worker_pod_failure(stack, scenario):

@@ -24,6 +24,7 @@ import pytest
 from harness import guide
 from harness.checkers import Status
 from harness.pytest_plugin import progress_writer, restore
+from harness.routing import STALE_PROXIES
 from harness.schedule import (
     REPLAY_ENV, FaultSpec, ScheduleConfig, load_schedule, replay_schedule, run_schedule, selected_profile,
     selected_seed,
@@ -58,7 +59,6 @@ def test_random_schedule(stack, stack_config, report_dir, pytestconfig):
 # replaced controller never hear of new replicas (ray-project/ray#63784, harness/routing.py), so a replica
 # killed after a controller kill is replaced but never routed to: step 2 must fail, on routing.
 CONTROL_SCHEDULE = [(FaultSpec("KillController", "controller"),), (FaultSpec("KillReplica", "any"),)]
-STALE_PROXIES = "ray-project/ray#63784 (proxies that outlive a replaced controller never hear of new replicas)"
 
 
 @pytest.mark.control

@@ -34,13 +34,15 @@ def row(proxy: str, route: str, replicas: set[str] | None, deployment: str | Non
 
 def test_proxies_routing_to_the_running_replicas_are_not_stale():
     routing = [row("p-head", "/", {"a1", "a2"}, "SleepyPid"), row("p-w1", "/", {"a1", "a2"}, "SleepyPid"),
-               row("p-head", "/health", {"h1", "h2"}, "HealthToggle"), row("p-w1", "/health", {"h1", "h2"}, "HealthToggle")]
+               row("p-head", "/health", {"h1", "h2"}, "HealthToggle"),
+               row("p-w1", "/health", {"h1", "h2"}, "HealthToggle")]
     assert stale_routes(STATUS, routing) == ()
     assert routes_of(STATUS) == ("/", "/health")
 
 
 def test_a_proxy_holding_dead_replicas_and_missing_new_ones_is_stale_and_named():
-    routing = [row("p-head", "/health", {"h1", "h2"}, "HealthToggle"), row("p-w1", "/health", {"h0", "old"}, "HealthToggle")]
+    routing = [row("p-head", "/health", {"h1", "h2"}, "HealthToggle"),
+               row("p-w1", "/health", {"h0", "old"}, "HealthToggle")]
     stale = stale_routes(STATUS, routing)
     assert [(s.node, s.route) for s in stale] == [("worker1", "/health")]
     text = str(stale[0])
@@ -73,7 +75,8 @@ class DriverStub:
 
 
 def test_read_routing_parses_the_drivers_answer():
-    rows = [{"actor_id": "p-w1", "name": "SERVE_PROXY_ACTOR-x", "route": "/", "replicas": ["a1"], "deployments": ["SleepyPid"]},
+    rows = [{"actor_id": "p-w1", "name": "SERVE_PROXY_ACTOR-x", "route": "/", "replicas": ["a1"],
+             "deployments": ["SleepyPid"]},
             {"actor_id": "p-w1", "name": "SERVE_PROXY_ACTOR-x", "route": "/health", "error": "GetTimeoutError: slow"}]
     stub = DriverStub(DriverResult(0, "noise\n" + MARKER + json.dumps(rows) + "\n", ""))
     got = read_routing(stub, ["/", "/health", "/"])

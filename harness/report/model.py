@@ -317,12 +317,9 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
                 problems.append("history has no requests: no traffic was recorded")
     else:
         problems.append(f"no {HISTORY}: nothing was recorded")
-    expected = Status.PASS
     if (folder / VERDICT).exists():
         try:
-            obj = json.loads((folder / VERDICT).read_text())
-            result = result_from_json(obj)
-            expected = Status(obj.get(EXPECTED, Status.PASS))
+            result = result_from_json(json.loads((folder / VERDICT).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"{VERDICT} unreadable ({type(exc).__name__}: {exc})")
     else:
@@ -351,7 +348,8 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
     return ScenarioSummary(
         folder=folder.name, scenario=result.scenario if result else folder.name.removeprefix("test_"),
         status=status, reason=reason, result=result, history=history, figures=figures,
-        files=files, logs=logs, problems=tuple(problems), expected=expected, schedule=schedule,
+        files=files, logs=logs, problems=tuple(problems),
+        expected=result.expected if result else Status.PASS, schedule=schedule,
     )
 
 
