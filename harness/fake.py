@@ -259,7 +259,9 @@ class FakeCluster:
         self.config = config or FakeConfig()
         self.run_id = run_id or f"fake-{secrets.token_hex(3)}"
         self._lock = threading.RLock()  # the model; never held while waiting for the loop
-        self._serving_lock = threading.Lock()  # server changes; taken before _lock, never while holding it
+        # server changes; taken before _lock, never while holding it. Reentrant: a refresh holds it across the
+        # model's advance and the ports' sync, so that no reader sees a proxy ALIVE whose port is still shut
+        self._serving_lock = threading.RLock()
         self._nodes: dict[str, _Node] = {}
         self._actors: dict[str, _Actor] = {}  # every actor ever, by id (Ray lists dead ones too)
         self._replicas: dict[str, _Replica] = {}  # Serve's listing
@@ -339,7 +341,11 @@ class FakeCluster:
 
     # --- queries --------------------------------------------------------------------------------------
     def status(self) -> StackStatus:
-        self._refresh()
+        with self._serving_lock:  # the model as read and the ports agree: a HEALTHY proxy's port listens
+            self._refresh()
+            return self._status()
+
+    def _status(self) -> StackStatus:
         with self._lock:
             head = self._nodes[HEAD]
             if not head.up:  # Ray's and Serve's APIs live on the head
@@ -588,9 +594,10 @@ class FakeCluster:
         """Advance the model to now, then make the ports match it."""
         if self._ticker_error is not None:
             raise FakeStackError(f"the fake's ticker failed: {self._ticker_error!r}") from self._ticker_error
-        with self._lock:
-            self._advance(time.monotonic())
-        self._sync_servers()
+        with self._serving_lock:  # advance and sync as one step (see status)
+            with self._lock:
+                self._advance(time.monotonic())
+            self._sync_servers()
 
     def _advance(self, now: float) -> None:
         for node in self._nodes.values():

@@ -27,7 +27,8 @@ from ``[defaults]`` overlaid with an optional ``[random_schedule]`` table.
 
 Which endpoints must keep serving: from a step's injection until it converged (every fault recovered),
 every proxy except those of nodes the step kills (``KillWorkerPod``, ``KillHead``) and of proxies it kills
-(``KillProxy``); from then on, every proxy. A request is judged with what held when it was sent.
+(``KillProxy``); from then on, every proxy. A request is judged with what held when it was sent, except
+that a request still in flight when a step killed its endpoint is not owed an answer.
 
 Time is read from the traffic, not slept: after convergence a step lasts until every endpoint has had
 ``observe_s`` worth of requests sent (the step's "cut"), and until every request sent before the cut is
@@ -69,7 +70,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import hypothesis
 from hypothesis import HealthCheck, Phase
@@ -504,6 +505,38 @@ class _StepState:
         return dataclasses.replace(combined, reason=reason)
 
 
+class StepWindow(Protocol):
+    """When a step began (its first injection), when it converged, and the endpoints it spared."""
+
+    @property
+    def start(self) -> float: ...
+    @property
+    def converged(self) -> float: ...
+    @property
+    def serving(self) -> tuple[str, ...]: ...
+
+
+def serving_at(states: Sequence[StepWindow], labels: tuple[str, ...], t: float) -> tuple[str, ...]:
+    """The endpoints that had to serve a request sent at ``t``: those the step it was sent in spared, until
+    that step converged; every endpoint (``labels``) before the first step and after a step converged."""
+    current = None
+    for state in states:
+        if state.start <= t:
+            current = state
+    if current is None or not current.converged > t:
+        return labels
+    return current.serving
+
+
+def owed_answer(states: Sequence[StepWindow], labels: tuple[str, ...], request: RequestRecord) -> bool:
+    """Whether the request's endpoint had to answer it: it had to serve when the request was sent, and no step
+    injected while the request was in flight killed it (a proxy killed mid-request owes no answer)."""
+    sent, node = request.t_mono, request.node
+    if node not in serving_at(states, labels, sent):
+        return False
+    return not any(sent < s.start <= sent + request.latency_s and node not in s.serving for s in states)
+
+
 class _ScheduleMachine(RuleBasedStateMachine):
     """The logic of a fault schedule; ``schedule_machine`` makes a concrete machine of it for a session."""
 
@@ -776,15 +809,7 @@ class _ScheduleMachine(RuleBasedStateMachine):
         return verdict
 
     def _serving_at(self, t: float) -> tuple[str, ...]:
-        """The endpoints that had to serve a request sent at ``t``: those the step it was sent in spared, until
-        that step converged; every endpoint before the first step and after a step converged."""
-        current = None
-        for state in self.states:
-            if state.start <= t:
-                current = state
-        if current is None or not current.converged > t:
-            return self.labels
-        return current.serving
+        return serving_at(self.states, self.labels, t)
 
     def _budget_at(self, t: float) -> Budget:
         current = self.states[0]
@@ -794,9 +819,10 @@ class _ScheduleMachine(RuleBasedStateMachine):
         return current.budget
 
     def _kept(self, history: History, start: float, end: float) -> History:
-        """The requests sent in [start, end) to endpoints that had to serve them."""
+        """The requests sent in [start, end) to endpoints that had to serve them: from when they were sent until
+        they were answered. A request still in flight when a step killed its endpoint was not owed an answer."""
         return dataclasses.replace(history, requests=tuple(
-            r for r in history.requests if start <= r.t_mono < end and r.node in self._serving_at(r.t_mono)))
+            r for r in history.requests if start <= r.t_mono < end and owed_answer(self.states, self.labels, r)))
 
     def _traffic_verdict(self, history: History, start: float, end: float, state: _StepState,
                          name: str = "traffic_within_budget") -> Verdict:
@@ -1185,8 +1211,8 @@ def _publish(session: ScheduleSession, example: ExampleRecord, *, collect_logs: 
 
 
 __all__ = [
-    "ExampleRecord", "FaultSpec", "PROFILES", "REPLAY_ENV", "ScheduleBudgets", "ScheduleConfig", "ScheduleProfile", "ScheduleResult",
-    "ScheduleSession", "ScheduleViolation", "Step", "Topology", "fault_specs", "load_schedule", "load_schedule_budgets",
-    "replay_schedule", "run_schedule", "schedule_machine", "selected_profile", "selected_seed", "serving_nodes",
-    "step_problem",
+    "ExampleRecord", "FaultSpec", "PROFILES", "REPLAY_ENV", "ScheduleBudgets", "ScheduleConfig", "ScheduleProfile",
+    "ScheduleResult", "ScheduleSession", "ScheduleViolation", "Step", "StepWindow", "Topology", "fault_specs",
+    "load_schedule", "load_schedule_budgets", "owed_answer", "replay_schedule", "run_schedule", "schedule_machine",
+    "selected_profile", "selected_seed", "serving_at", "serving_nodes", "step_problem",
 ]

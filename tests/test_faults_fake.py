@@ -7,13 +7,14 @@ No test sleeps: they wait for observed facts with ``wait_until`` or hold a prope
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
 from harness.cluster import Cluster, StackStatus
-from harness.fake import FakeApiUnavailable, FakeCluster, FakeConfig, FakeStackError
+from harness.fake import HEAD, FakeApiUnavailable, FakeCluster, FakeConfig, FakeStackError
 from harness.faults import (
     FailHealthCheck, Fault, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
     LoseWorkerNode,
@@ -238,6 +239,55 @@ def test_a_worker_is_not_recovered_while_serve_still_lists_its_dead_replicas():
         assert not fault.recovered()
         wait_until("worker2 recovered", fault.recovered, timeout_s=PROBE_TIMEOUT_S, interval_s=0.02)
         assert not old & set(running(cluster.status()))
+
+
+class LaggingTickerFake(FakeCluster):
+    """Its ticker thread lags between advancing the model and opening the ports (as on a loaded machine): once it
+    has made the head's new proxy ALIVE, it waits (bounded) until a status() read has happened. And a status()
+    read pauses (bounded) between its own port sync and reading the model, so that the ticker's advance falls
+    in between, if nothing orders the two."""
+
+    armed = False
+
+    def __init__(self, config: FakeConfig) -> None:
+        super().__init__(config)
+        self.ticker_advanced, self.read_done = threading.Event(), threading.Event()
+
+    def _head_proxy_alive_port_shut(self) -> bool:
+        with self._lock:
+            proxy = self._actors.get(self._proxy_of.get(HEAD, ""))
+            return proxy is not None and proxy.state == "ALIVE" and not self._servers[HEAD].listening
+
+    def _sync_servers(self) -> None:
+        if self.armed and threading.current_thread() is self._ticker and self._head_proxy_alive_port_shut():
+            self.ticker_advanced.set()
+            self.read_done.wait(timeout=1.0)
+        super()._sync_servers()
+        if self.armed and threading.current_thread() is not self._ticker:
+            self.ticker_advanced.wait(timeout=0.3)
+
+
+def test_a_proxy_reported_healthy_has_its_port_open_even_when_the_ticker_lags():
+    """status() never reports a proxy HEALTHY whose port is still shut (the race that made the random schedule
+    judge requests sent just after a proxy's recovery as failures)."""
+    with LaggingTickerFake(FakeConfig(proxy_start_s=0.1)) as cluster:
+        cluster.wait_healthy()
+        fault = KillProxy(cluster, HEAD)
+        fault.inject()
+        cluster.armed = True
+        try:
+            seen = []
+            def healthy_head() -> bool:
+                proxy = next((p for p in cluster.status().proxies if p.node == HEAD), None)
+                seen.append(proxy is not None and proxy.status == "HEALTHY" and cluster._servers[HEAD].listening)
+                cluster.read_done.set()
+                return proxy is not None and proxy.status == "HEALTHY"
+            wait_until("the head's new proxy HEALTHY", healthy_head, timeout_s=PROBE_TIMEOUT_S, interval_s=0.01)
+        finally:
+            cluster.armed = False
+            cluster.read_done.set()
+        assert seen[-1], "status() reported the head's proxy HEALTHY while its port was shut"
+        assert requests.get(url_of(cluster, HEAD), timeout=2).status_code == 200
 
 
 # -- FaultError on a missing target ---------------------------------------------------------------

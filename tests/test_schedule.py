@@ -23,11 +23,11 @@ import pytest
 
 from harness.checkers import Status
 from harness.fake import HEAD, FakeApp, FakeCluster, FakeConfig
-from harness.history import History, TrafficMark, TrafficPhase
+from harness.history import ErrorKind, History, RequestRecord, TrafficMark, TrafficPhase
 from harness.schedule import (
     FAULT_KINDS, PROFILES, PROFILE_ENV, SEED_ENV, FaultSpec, ScheduleConfig, ScheduleProfile, ScheduleResult,
     Topology, fault_specs, load_schedule, load_schedule_budgets, replay_schedule, run_schedule, selected_profile,
-    selected_seed, step_problem,
+    owed_answer, selected_seed, serving_at, step_problem,
 )
 
 TABLES = ("worker_pod_failure", "replica_failure", "proxy_failure", "controller_failure", "head_failure",
@@ -264,6 +264,36 @@ def spec(text: str) -> FaultSpec:
 def test_what_a_step_may_be(faults, allow, problem):
     found = step_problem([spec(f) for f in faults], TOPOLOGY, ScheduleConfig(allow_all_workers_down=allow))
     assert (found is None) if problem is None else (found is not None and problem in found), found
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    start: float
+    converged: float
+    serving: tuple[str, ...]
+
+
+LABELS = ("head", "worker1", "worker2")
+
+
+def sent(node: str, t: float, latency_s: float) -> RequestRecord:
+    return RequestRecord(t, t, node, f"http://127.0.0.1/{node}", latency_s, None, ErrorKind.CONNECTION_REFUSED)
+
+
+def test_which_endpoint_owes_an_answer_to_a_request():
+    """Step 1 kills head's proxy at t=10 and converges at 12; step 2 kills worker1 at 20, converges at 25."""
+    steps = [Window(10.0, 12.0, ("worker1", "worker2")), Window(20.0, 25.0, ("head", "worker2"))]
+    assert serving_at(steps, LABELS, 5.0) == LABELS  # before the first step
+    assert serving_at(steps, LABELS, 11.0) == ("worker1", "worker2")
+    assert serving_at(steps, LABELS, 12.0) == LABELS  # converged: every endpoint again
+    assert serving_at(steps, LABELS, 21.0) == ("head", "worker2")
+    assert owed_answer(steps, LABELS, sent("head", 9.0, 0.5))  # answered (or not) before the kill
+    assert not owed_answer(steps, LABELS, sent("head", 9.99, 0.02))  # in flight when its proxy was killed
+    assert owed_answer(steps, LABELS, sent("worker1", 9.99, 0.02))  # in flight, but its endpoint was spared
+    assert not owed_answer(steps, LABELS, sent("head", 11.0, 0.01))  # sent while its proxy was down
+    assert owed_answer(steps, LABELS, sent("head", 12.0, 0.01))  # sent once step 1 converged
+    assert not owed_answer(steps, LABELS, sent("worker1", 19.5, 1.0))  # in flight when step 2 killed worker1
+    assert owed_answer(steps, LABELS, sent("head", 19.5, 1.0))
 
 
 def test_every_fault_kind_is_drawn_on_every_target_it_has():
