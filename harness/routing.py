@@ -28,6 +28,7 @@ from harness.cluster import Cluster, ProxyRoute, StackStatus
 from harness.waiting import WaitTimeout, wait_until
 
 MARKER = "SERVE_CHAOS_ROUTING "
+DRIVER_TIMEOUT_S = 60.0  # one reading of every proxy's routing (a driver): at most this long
 KNOWN_ISSUE = "ray-project/ray#63784"
 # what a scenario that shows it carries as its known_issue (verdict.json, the report's label)
 STALE_PROXIES = f"{KNOWN_ISSUE} (proxies that outlive a replaced controller never hear of new replicas)"
@@ -59,7 +60,7 @@ class RoutingRepairFailed(RuntimeError):
     """Stale proxies could not be replaced, or were replaced and are still stale."""
 
 
-def read_routing(cluster: Cluster, routes: Iterable[str], timeout_s: float = 60.0) -> tuple[ProxyRoute, ...]:
+def read_routing(cluster: Cluster, routes: Iterable[str], timeout_s: float = DRIVER_TIMEOUT_S) -> tuple[ProxyRoute, ...]:
     """Every live proxy's replica set for each route. Raises RoutingUnavailable when the driver fails."""
     routes = tuple(dict.fromkeys(routes))
     snippet = f"ROUTES = {list(routes)!r}\nTIMEOUT = 5\nMARKER = {MARKER!r}\n" + _SNIPPET

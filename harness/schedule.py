@@ -70,7 +70,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, TypeVar
 
 import hypothesis
 from hypothesis import HealthCheck, Phase
@@ -90,7 +90,7 @@ from harness.faults import (
     FailHealthCheck, Fault, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
 )
 from harness.history import EventKind, FaultEvent, History, HistoryTail, RequestRecord
-from harness.routing import routing_verdict
+from harness.routing import DRIVER_TIMEOUT_S, routing_verdict
 from harness.scenario import (
     DEFAULT_BUDGETS, Budget, ScenarioResult, ScenarioRun, explain, fault_took_effect, load_budget,
 )
@@ -442,7 +442,8 @@ class ScheduleSession:
 
     def step_bound_s(self) -> float:
         worst = self.budgets.for_step(self.config.faults)
-        routing = self.config.routing_timeout_s + 2 * 60.0 if self.config.check_routing else 0.0  # + the drivers
+        # the routing wait may overrun by the reading under way at its deadline, and one more after it
+        routing = self.config.routing_timeout_s + 2 * DRIVER_TIMEOUT_S if self.config.check_routing else 0.0
         return worst.confirm_s + 1.25 * worst.max_recovery_s + self.config.recovery_grace_s + routing + \
             self.observe_timeout_s(worst)
 
@@ -516,13 +517,22 @@ class StepWindow(Protocol):
     def serving(self) -> tuple[str, ...]: ...
 
 
-def serving_at(states: Sequence[StepWindow], labels: tuple[str, ...], t: float) -> tuple[str, ...]:
-    """The endpoints that had to serve a request sent at ``t``: those the step it was sent in spared, until
-    that step converged; every endpoint (``labels``) before the first step and after a step converged."""
+W = TypeVar("W", bound=StepWindow)
+
+
+def step_at(states: Sequence[W], t: float) -> W | None:
+    """The step under way at ``t``: the last one injected by then (None before the first)."""
     current = None
     for state in states:
         if state.start <= t:
             current = state
+    return current
+
+
+def serving_at(states: Sequence[StepWindow], labels: tuple[str, ...], t: float) -> tuple[str, ...]:
+    """The endpoints that had to serve a request sent at ``t``: those the step it was sent in spared, until
+    that step converged; every endpoint (``labels``) before the first step and after a step converged."""
+    current = step_at(states, t)
     if current is None or not current.converged > t:
         return labels
     return current.serving
@@ -565,7 +575,8 @@ class _ScheduleMachine(RuleBasedStateMachine):
         cluster = session.cluster
         run = ScenarioRun(f"{SCENARIO} #{self.number}", cluster, session.out_dir / self.folder,
                           session.budgets.traffic, allowed_networks=cluster.allowed_networks(), check=PidBody(),
-                          progress=session.progress, max_traffic_s=session.example_bound_s() + 60.0)
+                          progress=session.progress, max_traffic_s=session.example_bound_s() + 60.0,
+                          known_issue=session.config.known_issue)
         self.run = run
         with run.phase("arrange"):
             session.prepare(cluster)
@@ -808,15 +819,8 @@ class _ScheduleMachine(RuleBasedStateMachine):
         self.judged_until = math.inf
         return verdict
 
-    def _serving_at(self, t: float) -> tuple[str, ...]:
-        return serving_at(self.states, self.labels, t)
-
     def _budget_at(self, t: float) -> Budget:
-        current = self.states[0]
-        for state in self.states:
-            if state.start <= t:
-                current = state
-        return current.budget
+        return (step_at(self.states, t) or self.states[0]).budget
 
     def _kept(self, history: History, start: float, end: float) -> History:
         """The requests sent in [start, end) to endpoints that had to serve them: from when they were sent until
@@ -979,8 +983,7 @@ class _ScheduleMachine(RuleBasedStateMachine):
         budget = self.session.budgets.for_step(s.fault for state in self.states for s in state.specs)
         result = ScenarioResult(SCENARIO, self.session.cluster.run_id, verdict, budget, self.labels, rows,
                                 tuple(f for state in self.states for fault in state.faults for f in fault.findings),
-                                tuple(run.phases), Status.FAIL if self.session.config.known_issue else Status.PASS,
-                                self.session.config.known_issue)
+                                tuple(run.phases), run.expected, run.known_issue)
         (run.out_dir / "verdict.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
 
 
@@ -1214,5 +1217,5 @@ __all__ = [
     "ExampleRecord", "FaultSpec", "PROFILES", "REPLAY_ENV", "ScheduleBudgets", "ScheduleConfig", "ScheduleProfile",
     "ScheduleResult", "ScheduleSession", "ScheduleViolation", "Step", "StepWindow", "Topology", "fault_specs",
     "load_schedule", "load_schedule_budgets", "owed_answer", "replay_schedule", "run_schedule", "schedule_machine",
-    "selected_profile", "selected_seed", "serving_at", "serving_nodes", "step_problem",
+    "selected_profile", "selected_seed", "serving_at", "serving_nodes", "step_at", "step_problem",
 ]
