@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.scenario import is_control
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,7 @@ def main() -> int:
     runs = [p for p in report_dir.iterdir() if p.is_dir() and not p.is_symlink()]  # not reports/latest
     for verdict_file in sorted(f for run in runs for f in run.glob("*/verdict.json")):
         v = json.loads(verdict_file.read_text())
-        if v["scenario"] == "random_schedule" or (v.get("expected_status") == "fail" and not v.get("known_issue")):
+        if v["scenario"] == "random_schedule" or is_control(v):
             continue  # the seed scenarios only: not a random schedule's example, not a control
         phases = {p["name"]: p["seconds"] for p in v["phases"]}
         total = sum(phases.values())

@@ -22,7 +22,7 @@ import json
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -102,6 +102,13 @@ class ScenarioResult:
             "serving_endpoints": list(self.serving), "identities": [asdict(r) for r in self.identities],
             "findings": list(self.findings), "phases": [asdict(p) for p in self.phases],
         }
+
+
+def is_control(verdict_json: Mapping) -> bool:
+    """Whether a verdict.json is a control's: expected to fail, on a stack broken on purpose. A scenario that
+    shows a known Serve issue is expected to fail too, but its figures are the scenario's own."""
+    expected = verdict_json.get("expected_status", str(Status.PASS))
+    return expected != str(Status.PASS) and not verdict_json.get("known_issue")
 
 
 @checker

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.scenario import is_control
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -62,8 +64,8 @@ def observations(run_dirs: Iterable[Path]) -> list[Observation]:
     for run_dir in run_dirs:
         for verdict_file in sorted(Path(run_dir).glob("*/verdict.json")):
             data = json.loads(verdict_file.read_text())
-            if data.get("expected_status", "pass") != "pass" and not data.get("known_issue"):
-                continue  # a control's figures are not the scenario's (a known issue's are: it is the scenario)
+            if is_control(data):
+                continue  # a control's figures are not the scenario's
             figures: dict[str, float] = {}
             for part in data["verdict"].get("parts", []):
                 figures.update({k: float(v) for k, v in part.get("figures", {}).items()})

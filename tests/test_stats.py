@@ -27,6 +27,16 @@ def test_pass_rates_and_spreads_over_runs(tmp_path):
     assert "2/3" in format_table(table)
 
 
+def test_a_known_issue_scenario_is_counted_a_control_is_not(tmp_path):
+    verdict(tmp_path / "run" / "test_controller_failure", "controller_failure", "fail", 0.0, 8.0, expected="fail")
+    data = json.loads((tmp_path / "run" / "test_controller_failure" / "verdict.json").read_text())
+    assert observations([tmp_path / "run"]) == []  # expected to fail, no known issue: a control
+    data["known_issue"] = "ray-project/ray#63784"
+    (tmp_path / "run" / "test_controller_failure" / "verdict.json").write_text(json.dumps(data))
+    (row,) = scenario_stats(observations([tmp_path / "run"]))
+    assert (row.scenario, row.runs, row.passed) == ("controller_failure", 1, 0)
+
+
 def test_spread_of_nothing_and_of_one():
     assert Spread.of([]).text() == "-"
     one = Spread.of([2.5])
