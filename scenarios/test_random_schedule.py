@@ -33,10 +33,15 @@ from harness.schedule import (
 pytestmark = pytest.mark.stack
 
 
+def stack_schedule_config(stack_config, known_issue: str = "") -> ScheduleConfig:
+    """The schedule's settings for the guide's stack: its app's deployment and the health-check app."""
+    return ScheduleConfig(deployment=stack_config.app.deployment, health_route=guide.HEALTH_ROUTE,
+                          health_deployment=guide.HEALTH_DEPLOYMENT, known_issue=known_issue)
+
+
 def test_random_schedule(stack, stack_config, report_dir, pytestconfig):
     say = progress_writer(pytestconfig)
-    config = ScheduleConfig(deployment=stack_config.app.deployment, health_route=guide.HEALTH_ROUTE,
-                            health_deployment=guide.HEALTH_DEPLOYMENT)
+    config = stack_schedule_config(stack_config)
     folder = report_dir / "test_random_schedule"
     budgets = pytestconfig.getoption("--budgets")
     started = time.monotonic()
@@ -64,8 +69,7 @@ CONTROL_SCHEDULE = [(FaultSpec("KillController", "controller"),), (FaultSpec("Ki
 @pytest.mark.control
 def test_random_schedule_control(stack, stack_config, report_dir, pytestconfig):
     say = progress_writer(pytestconfig)
-    config = ScheduleConfig(deployment=stack_config.app.deployment, health_route=guide.HEALTH_ROUTE,
-                            health_deployment=guide.HEALTH_DEPLOYMENT, known_issue=STALE_PROXIES)
+    config = stack_schedule_config(stack_config, known_issue=STALE_PROXIES)
     result = replay_schedule(stack, report_dir / "test_random_schedule_control", CONTROL_SCHEDULE, config=config,
                              budgets=pytestconfig.getoption("--budgets"),
                              prepare=lambda cluster: restore(cluster, say), progress=say)

@@ -190,7 +190,7 @@ def test_a_healthy_fake_passes_the_guide_scenario(make_cluster, make_run, name: 
     assert phase_names(run) == FULL_PHASES
 
 
-def test_controller_failure_fails_on_routing_when_proxies_outlive_the_controller_stale(make_cluster, make_run):
+def test_controller_failure_fails_on_routing_when_proxies_outlive_the_controller(make_cluster, make_run):
     """Ray 2.60's defect, modelled by the fake: the proxies that outlive a replaced controller keep their old
     replica sets. Every other check passes; routing_after_recovery names the stale proxies."""
     cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
@@ -202,12 +202,17 @@ def test_controller_failure_fails_on_routing_when_proxies_outlive_the_controller
     assert all(f"proxy on {node} " in reason for node in ("head", "worker1", "worker2")), reason
 
 
-def test_replica_failure_fails_on_routing_when_a_proxy_is_stale(make_cluster, make_run):
-    """After a controller replacement on the defective fake, a replica killed and replaced is not routed to."""
-    cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
+def replace_controller(cluster: FakeCluster) -> None:
+    """The controller killed for good; the fake's operator starts a new one (a new actor)."""
     cluster.kill_actor(CONTROLLER_ACTOR_NAME)
     wait_until("a new controller", lambda: cluster.status().controller is not None and
                not cluster.health_problem(), timeout_s=10)
+
+
+def test_replica_failure_fails_on_routing_when_a_proxy_is_stale(make_cluster, make_run):
+    """After a controller replacement on the defective fake, a replica killed and replaced is not routed to."""
+    cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
+    replace_controller(cluster)
     result = guide.replica_failure(make_run(cluster, "replica_failure"), cluster, "worker1")
     assert {v.name for v in result.verdict.parts if v.status is not Status.PASS} == {"replacement_routed"}
 
@@ -219,9 +224,7 @@ def test_restore_replaces_stale_proxies(make_cluster):
 
     cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
     before = {p.node: p.actor_id for p in cluster.status().proxies}
-    cluster.kill_actor(CONTROLLER_ACTOR_NAME)
-    wait_until("a new controller", lambda: cluster.status().controller is not None and
-               not cluster.health_problem(), timeout_s=10)
+    replace_controller(cluster)
     victim = next(r for r in cluster.status().replicas if r.deployment == "HealthToggle")
     cluster.kill_actor(next(a.name for a in cluster.actors() if a.actor_id == victim.actor_id))
     wait_until("the stale routing", lambda: stale_routes(cluster.status(), cluster.proxy_routing(("/health",))),
