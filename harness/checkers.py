@@ -13,7 +13,16 @@ plain functions the checkers and the reports share. Definitions (see ``docs/traf
 - with a retry policy, a failed request counts as served if the policy retries its kind of error and
   a request to the SAME endpoint sent after it, no later than its completion plus the policy's total
   backoff, succeeded (the endpoint served within the time the client would still be retrying);
-- the resolution of every figure is the request interval (1 / rate per endpoint).
+- the resolution of every figure is what was OBSERVED (``observed_resolution``): per endpoint, the largest
+  gap between consecutive actual sends inside the judged window (its edges included), and the largest send
+  lag. The planned request interval is only the best a figure can be.
+
+No pass without observation: a gap longer than the budget can tolerate (``GAP_SLACK_INTERVALS`` planned
+intervals, or the outage budget if longer) could hide an outage, so an availability or outage check that would
+pass is UNKNOWN instead, naming the gap. Availability counts what it cannot see against itself: a request
+abandoned in flight (no outcome) and every planned send missing from such a gap count as failures in the
+worst case; the verdict passes only if the worst case meets the budget, fails if even the best case does not,
+and is UNKNOWN in between.
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ from typing import Concatenate, ParamSpec
 from harness.history import ErrorKind, EventKind, History, RequestRecord
 
 ACROSS_ENDPOINTS = "all endpoints"
+# A gap between two sends to one endpoint of up to this many planned intervals is the resolution a figure is
+# stated at; a longer one is a hole in the evidence. Measured on the seed suite at 20 req/s per endpoint: see
+# docs/traffic.md ("Resolution").
+GAP_SLACK_INTERVALS = 4.0
 
 
 class Status(StrEnum):
@@ -39,12 +52,94 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True)
+class Gap:
+    """The longest time one endpoint went without an observed send, inside a judged window."""
+
+    scope: str  # the endpoint's node
+    start: float  # monotonic: the send before the hole (or the window's start)
+    end: float  # monotonic: the send after it (or the window's end, or when sending ended)
+    origin: float | None = None  # the history's origin, to say where the gap was in run time
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+    def where(self) -> str:
+        if self.origin is None:
+            return f"{self.duration_s:.3f}s on {self.scope}"
+        return f"{self.duration_s:.3f}s on {self.scope} (+{self.start - self.origin:.2f}s to +{self.end - self.origin:.2f}s)"
+
+    def to_json(self) -> dict:
+        return {"scope": self.scope, "start": self.start, "end": self.end, "seconds": self.duration_s,
+                "from_s": None if self.origin is None else self.start - self.origin,
+                "to_s": None if self.origin is None else self.end - self.origin}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The resolution a figure holds at: planned (the request interval) and OBSERVED (the largest gap between
+    actual sends to one endpoint in the judged window, and the largest send lag behind the plan)."""
+
+    planned_interval_s: float | None
+    max_gap_s: float | None  # None: nothing was sent in the window
+    gap: Gap | None
+    max_lag_s: float | None
+    abandoned: int = 0  # requests sent but abandoned in flight: no outcome observed
+
+    def text(self) -> str:
+        planned = f"{self.planned_interval_s:.3g}s" if self.planned_interval_s else "unknown"
+        if self.gap is None:
+            return f"resolution: planned interval {planned}, nothing observed"
+        lag = f", largest send lag {self.max_lag_s:.3f}s" if self.max_lag_s is not None else ""
+        abandoned = f", {self.abandoned} request(s) abandoned in flight" if self.abandoned else ""
+        return f"resolution: planned interval {planned}, observed largest gap {self.gap.where()}{lag}{abandoned}"
+
+    def tolerance_s(self, outage_budget_s: float = 0.0) -> float | None:
+        """The longest gap the figures can tolerate: GAP_SLACK_INTERVALS planned intervals, or the outage budget
+        if longer (an outage hidden in a gap is shorter than the gap)."""
+        if self.planned_interval_s is None:
+            return None
+        return max(outage_budget_s, GAP_SLACK_INTERVALS * self.planned_interval_s)
+
+    def to_json(self) -> dict:
+        return {"planned_interval_s": self.planned_interval_s, "max_gap_s": self.max_gap_s,
+                "gap": self.gap.to_json() if self.gap else None, "max_lag_s": self.max_lag_s,
+                "abandoned": self.abandoned}
+
+    @classmethod
+    def from_json(cls, obj: Mapping | None, planned: float | None = None) -> Resolution | None:
+        """From verdict.json (also an older one that stated only ``resolution_s``, the planned interval)."""
+        if not obj:
+            return cls(planned, None, None, None) if planned is not None else None
+        gap = obj.get("gap")
+        return cls(obj.get("planned_interval_s"), obj.get("max_gap_s"),
+                   Gap(gap["scope"], gap["start"], gap["end"],
+                       gap["start"] - gap["from_s"] if gap.get("from_s") is not None else None) if gap else None,
+                   obj.get("max_lag_s"), int(obj.get("abandoned") or 0))
+
+    @staticmethod
+    def coarsest(resolutions: Sequence[Resolution | None]) -> Resolution | None:
+        """The worst of several: the largest planned interval, gap and lag, the abandoned requests of the one
+        with the largest gap."""
+        known = [r for r in resolutions if r is not None]
+        if not known:
+            return None
+        gaps = [r for r in known if r.gap is not None]
+        worst_gap = max(gaps, key=lambda r: r.gap.duration_s) if gaps else None  # type: ignore[union-attr]
+        lags = [r.max_lag_s for r in known if r.max_lag_s is not None]
+        planned = [r.planned_interval_s for r in known if r.planned_interval_s is not None]
+        return Resolution(max(planned, default=None), worst_gap.max_gap_s if worst_gap else None,
+                          worst_gap.gap if worst_gap else None, max(lags, default=None),
+                          max(r.abandoned for r in known))
+
+
+@dataclass(frozen=True)
 class Verdict:
     name: str
     status: Status
     reason: str  # states the budget and the figure it was checked against
     figures: Mapping[str, float] = field(default_factory=dict)
-    resolution_s: float | None = None  # the request interval: no figure is finer than this
+    resolution: Resolution | None = None  # what was observed: no figure is finer than this
     parts: tuple[Verdict, ...] = ()
 
     def __post_init__(self) -> None:
@@ -54,6 +149,11 @@ class Verdict:
     def passed(self) -> bool:
         return self.status is Status.PASS
 
+    @property
+    def resolution_s(self) -> float | None:
+        """The planned request interval (the finest any figure can be)."""
+        return self.resolution.planned_interval_s if self.resolution else None
+
     def to_json(self) -> dict:
         return {
             "name": self.name,
@@ -61,8 +161,16 @@ class Verdict:
             "reason": self.reason,
             "figures": dict(self.figures),
             "resolution_s": self.resolution_s,
+            "resolution": self.resolution.to_json() if self.resolution else None,
             "parts": [p.to_json() for p in self.parts],
         }
+
+    @classmethod
+    def from_json(cls, obj: Mapping) -> Verdict:
+        return cls(str(obj.get("name", "")), Status(obj.get("status", Status.UNKNOWN)), str(obj.get("reason", "")),
+                   {str(k): float(v) for k, v in (obj.get("figures") or {}).items()},
+                   Resolution.from_json(obj.get("resolution"), obj.get("resolution_s")),
+                   tuple(cls.from_json(p) for p in obj.get("parts") or ()))
 
 
 P = ParamSpec("P")
@@ -100,9 +208,9 @@ def combine(name: str, verdicts: Sequence[Verdict]) -> Verdict:
     for verdict in verdicts:
         for key, value in verdict.figures.items():
             figures[key if figures.get(key, value) == value else f"{verdict.name}.{key}"] = value
-    resolutions = [v.resolution_s for v in verdicts if v.resolution_s is not None]
     reason = "; ".join(f"{v.name}: {v.status}" for v in verdicts) or "no checks"
-    return Verdict(name, status, reason, figures, max(resolutions, default=None), tuple(verdicts))
+    return Verdict(name, status, reason, figures, Resolution.coarsest([v.resolution for v in verdicts]),
+                   tuple(verdicts))
 
 
 def check_all(history: History, *checks: Check, name: str = "all") -> Verdict:
@@ -111,12 +219,55 @@ def check_all(history: History, *checks: Check, name: str = "all") -> Verdict:
 
 
 def _nothing_observed(name: str, history: History, what: str = "requests") -> Verdict:
-    return Verdict(name, Status.UNKNOWN, f"nothing observed: no {what} in the history", resolution_s=history.request_interval())
+    return Verdict(name, Status.UNKNOWN, f"nothing observed: no {what} in the history",
+                   resolution=observed_resolution(history))
 
 
-def _resolution(history: History) -> str:
-    interval = history.request_interval()
-    return f"resolution {interval:.3g}s" if interval is not None else "resolution unknown"
+def _endpoint_gaps(history: History, url: str, node: str, origin: float | None) -> list[Gap]:
+    """The holes between consecutive observed sends to one endpoint, the window's edges included: from the
+    window's start to the first send, and from the last send to the window's end or to when sending ended."""
+    sends = [r.t_mono for r in history.requests if r.endpoint == url and r.observed]
+    edges_start = history.window_start
+    ended = history.sending_ended(url)
+    edges_end = min(x for x in (history.window_end, ended) if x is not None) \
+        if history.window_end is not None or ended is not None else None
+    points = sends
+    if edges_start is not None and (not sends or edges_start < sends[0]):
+        points = [edges_start, *points]
+    if edges_end is not None and points and edges_end > points[-1]:
+        points = [*points, edges_end]
+    return [Gap(node, a, b, origin) for a, b in zip(points, points[1:])]
+
+
+def observed_resolution(history: History) -> Resolution:
+    """What the history really saw: per endpoint, the largest gap between actual sends (with outcomes) inside
+    the judged window, and the largest lag of a send behind its plan."""
+    origin = history.origin
+    gaps: list[Gap] = []
+    for endpoint in history.endpoints():
+        gaps += _endpoint_gaps(history, endpoint.url, endpoint.node, origin)
+    widest = max(gaps, key=lambda g: g.duration_s, default=None)
+    lags = [r.lag_s for r in history.requests]
+    return Resolution(history.request_interval(), widest.duration_s if widest else None, widest,
+                      max(lags, default=None), sum(not r.observed for r in history.requests))
+
+
+def _hidden_sends(history: History, url: str, node: str, interval: float | None, tolerance_s: float | None) -> float:
+    """Planned sends that gaps longer than the tolerance left out (each could have failed, unseen)."""
+    if interval is None or tolerance_s is None:
+        return 0.0
+    return sum(max(0.0, g.duration_s / interval - 1.0)
+               for g in _endpoint_gaps(history, url, node, None) if g.duration_s > tolerance_s + 1e-9)
+
+
+def gap_problem(resolution: Resolution, tolerance_s: float | None) -> str | None:
+    """Why the observed resolution cannot support a pass, or None."""
+    if resolution.gap is None or tolerance_s is None:
+        return None
+    if resolution.gap.duration_s > tolerance_s + 1e-9:
+        return (f"no request was observed for {resolution.gap.where()}, longer than the {tolerance_s:.3g}s the budget "
+                f"can tolerate (an outage could hide there; the generator or the machine stalled?)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,34 +323,71 @@ def served(requests: Sequence[RequestRecord], retry: RetryPolicy | None = None) 
 
 
 @checker
-def availability(history: History, *, min_availability: float, retry: RetryPolicy | None = None) -> Verdict:
-    """Share of requests served, per endpoint and overall; every endpoint must meet the budget."""
+def availability(history: History, *, min_availability: float, retry: RetryPolicy | None = None,
+                 outage_budget_s: float = 0.0, sends: History | None = None) -> Verdict:
+    """Share of requests served, per endpoint and overall; every endpoint must meet the budget.
+
+    Requests with no observed outcome (abandoned in flight) and the planned sends missing from gaps longer than
+    the tolerance (``Resolution.tolerance_s(outage_budget_s)``) are counted as failures in the worst case and as
+    successes in the best: PASS needs the worst case within budget, FAIL the best case out of it; else UNKNOWN.
+    ``sends``: the history whose sends show the resolution, when ``history`` holds only the requests owed an
+    answer (default: ``history`` itself)."""
     name = "availability" if retry is None else f"availability_{retry.name}"
-    if not history.requests:
-        return _nothing_observed(name, history)
+    if not any(r.observed for r in history.requests):
+        return _nothing_observed(name, history, "requests with an observed outcome")
+    sends = sends if sends is not None else history
+    resolution = observed_resolution(sends)
+    tolerance = resolution.tolerance_s(outage_budget_s)
+    interval = resolution.planned_interval_s
     figures: dict[str, float] = {}
     worst: tuple[float, str] = (math.inf, "")
+    worst_case: tuple[float, str] = (math.inf, "")
+    best_case: tuple[float, str] = (math.inf, "")
     total_served = 0
+    observed_total = 0
     for endpoint in history.endpoints():
         requests = [r for r in history.requests if r.endpoint == endpoint.url]
-        count = sum(served(requests, retry))
+        seen = [r for r in requests if r.observed]
+        count = sum(served(seen, retry))
         total_served += count
-        ratio = count / len(requests)
-        figures[f"{name}.{endpoint.node}"] = ratio
-        worst = min(worst, (ratio, endpoint.node))
-    failures = len(history.requests) - total_served
-    figures[name] = total_served / len(history.requests)
+        observed_total += len(seen)
+        abandoned = len(requests) - len(seen)
+        hidden = _hidden_sends(sends, endpoint.url, endpoint.node, interval, tolerance)
+        if seen:
+            ratio = count / len(seen)
+            figures[f"{name}.{endpoint.node}"] = ratio
+            worst = min(worst, (ratio, endpoint.node))
+        worst_case = min(worst_case, (count / (len(requests) + hidden), endpoint.node))
+        best_case = min(best_case, ((count + abandoned) / len(requests), endpoint.node))
+    failures = observed_total - total_served
+    abandoned_total = len(history.requests) - observed_total
+    figures[name] = total_served / observed_total
     figures["requests"] = len(history.requests)
     figures["failures" if retry is None else f"failures_{retry.name}"] = failures
+    figures["abandoned"] = abandoned_total
+    figures[f"{name}_worst_case"] = worst_case[0]
     ratio, node = worst
-    status = Status.PASS if ratio >= min_availability else Status.FAIL
     policy = "raw" if retry is None else f"with client retry policy {retry.name} (horizon {retry.horizon_s:g}s)"
-    reason = (
-        f"availability {policy}: lowest endpoint {node} {ratio:.4f}, overall {figures[name]:.4f} "
-        f"({failures} of {len(history.requests)} requests not served); budget >= {min_availability:g} "
-        f"on every endpoint; {_resolution(history)}"
-    )
-    return Verdict(name, status, reason, figures, history.request_interval())
+    shown = (f"lowest endpoint {node} {ratio:.4f}, overall {figures[name]:.4f} ({failures} of {observed_total} "
+             f"observed requests not served")
+    if abandoned_total:
+        shown += f", {abandoned_total} abandoned in flight with no outcome"
+    shown += ")"
+    budget = f"budget >= {min_availability:g} on every endpoint; {resolution.text()}"
+    if best_case[0] < min_availability:
+        status, text = Status.FAIL, f"availability {policy}: {shown}"
+        if abandoned_total:
+            text += f"; below budget even if every abandoned request had been served ({best_case[1]} {best_case[0]:.4f})"
+    elif worst_case[0] >= min_availability:
+        status, text = Status.PASS, f"availability {policy}: {shown}"
+    else:
+        unseen = gap_problem(resolution, tolerance) or ""
+        why = "; ".join(x for x in (
+            f"{abandoned_total} request(s) were abandoned with no outcome" if abandoned_total else "",
+            unseen) if x)
+        status, text = Status.UNKNOWN, (f"availability {policy}: {shown}, but {why}: counting what was not seen as "
+                                        f"failures gives {worst_case[1]} {worst_case[0]:.4f}")
+    return Verdict(name, status, f"{text}; {budget}", figures, resolution)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +411,7 @@ def _windows(scope: str, requests: Sequence[RequestRecord]) -> list[OutageWindow
     windows = []
     first_failure: RequestRecord | None = None
     failures = 0
+    requests = [r for r in requests if r.observed]  # an abandoned request is neither a success nor a failure
     for r in requests:
         if r.ok:
             if first_failure is not None:
@@ -251,11 +440,15 @@ def outage_windows(history: History, *, across_endpoints: bool = False) -> tuple
 
 
 @checker
-def longest_outage(history: History, *, max_outage_s: float, across_endpoints: bool = False) -> Verdict:
-    """The longest outage window (of the worst endpoint, or across endpoints) against a budget."""
+def longest_outage(history: History, *, max_outage_s: float, across_endpoints: bool = False,
+                   sends: History | None = None) -> Verdict:
+    """The longest outage window (of the worst endpoint, or across endpoints) against a budget. A gap in the
+    observed sends longer than the budget tolerates makes a pass UNKNOWN (an outage could hide in it).
+    ``sends`` as for ``availability``."""
     name = "longest_outage"
-    if not history.requests:
-        return _nothing_observed(name, history)
+    if not any(r.observed for r in history.requests):
+        return _nothing_observed(name, history, "requests with an observed outcome")
+    resolution = observed_resolution(sends if sends is not None else history)
     per_endpoint = outage_windows(history)
     across = outage_windows(history, across_endpoints=True)
     figures: dict[str, float] = {
@@ -268,11 +461,18 @@ def longest_outage(history: History, *, max_outage_s: float, across_endpoints: b
     figures["longest_outage_across_endpoints_s"] = max((w.duration_s for w in across), default=0.0)
     figures["outage_windows"] = len(judged)
     figures["open_ended_outages"] = sum(w.open_ended for w in judged)
+    if resolution.max_gap_s is not None:
+        figures["max_send_gap_s"] = resolution.max_gap_s
+    if resolution.max_lag_s is not None:
+        figures["max_send_lag_s"] = resolution.max_lag_s
     scope = "across endpoints" if across_endpoints else "on any endpoint"
-    budget = f"budget <= {max_outage_s:g}s {scope}; {_resolution(history)}"
+    budget = f"budget <= {max_outage_s:g}s {scope}; {resolution.text()}"
+    unseen = gap_problem(resolution, resolution.tolerance_s(max_outage_s))
     if longest is None:
+        if unseen:
+            return Verdict(name, Status.UNKNOWN, f"no outage seen {scope}, but {unseen}; {budget}", figures, resolution)
         return Verdict(name, Status.PASS, f"no outage {scope} in {len(history.requests)} requests; {budget}",
-                       figures, history.request_interval())
+                       figures, resolution)
     where = f"{longest.duration_s:.3f}s on {longest.scope} ({longest.failures} failed requests)"
     if longest.duration_s > max_outage_s:
         status, verdict_text = Status.FAIL, f"longest outage {where}"
@@ -280,9 +480,11 @@ def longest_outage(history: History, *, max_outage_s: float, across_endpoints: b
         status, verdict_text = Status.UNKNOWN, (
             f"an outage was still open when the history ended (longest so far {where}); it may exceed the budget"
         )
+    elif unseen:
+        status, verdict_text = Status.UNKNOWN, f"longest outage seen {where}, but {unseen}"
     else:
         status, verdict_text = Status.PASS, f"longest outage {where}"
-    return Verdict(name, status, f"{verdict_text}; {budget}", figures, history.request_interval())
+    return Verdict(name, status, f"{verdict_text}; {budget}", figures, resolution)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +517,7 @@ def latency(history: History, *, max_p99_s: float) -> Verdict:
         f"p99 latency {figures['latency_p99_s']:.4f}s over {len(latencies)} successes "
         f"(p50 {figures['latency_p50_s']:.4f}s, max {figures['latency_max_s']:.4f}s); budget p99 <= {max_p99_s:g}s"
     )
-    return Verdict(name, status, reason, figures, history.request_interval())
+    return Verdict(name, status, reason, figures, observed_resolution(history))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +625,7 @@ def response_pids(history: History, *, fault: str, expect: PidChange) -> Verdict
         status = Status.PASS if new else Status.FAIL
         expectation = "expected a new PID after recovery"
     reason = f"{expectation}; saw {len(new)} new ({sorted(new)}); {shown}"
-    return Verdict(name, status, reason, figures, history.request_interval())
+    return Verdict(name, status, reason, figures, observed_resolution(history))
 
 
 def standard_checks(
@@ -431,8 +633,8 @@ def standard_checks(
 ) -> tuple[Check, ...]:
     """Availability (raw and with retries) and the longest outage against the same budgets."""
     return (
-        functools.partial(availability, min_availability=min_availability),
-        functools.partial(availability, min_availability=min_availability, retry=retry),
+        functools.partial(availability, min_availability=min_availability, outage_budget_s=max_outage_s),
+        functools.partial(availability, min_availability=min_availability, retry=retry, outage_budget_s=max_outage_s),
         functools.partial(longest_outage, max_outage_s=max_outage_s),
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import statistics
 import time
@@ -38,6 +39,7 @@ class ErrorKind(StrEnum):
     HTTP_4XX = "http_4xx"
     WRONG_BODY = "wrong_body"  # a 2xx whose body the response check rejected
     OTHER = "other"
+    ABANDONED = "abandoned"  # sent, then abandoned in flight when traffic stopped: no outcome was observed
 
 
 class EventKind(StrEnum):
@@ -71,6 +73,11 @@ class RequestRecord:
     def ok(self) -> bool:
         return self.error is ErrorKind.OK
 
+    @property
+    def observed(self) -> bool:
+        """An outcome was seen (success or failure); an abandoned request has none."""
+        return self.error is not ErrorKind.ABANDONED
+
 
 @dataclass(frozen=True)
 class FaultEvent:
@@ -94,6 +101,11 @@ class TrafficMark:
     duration_s: float
     check: str
     detail: str = ""
+    # on the final mark (finished or stopped): what the child did, and when its sending ended (monotonic)
+    sent: int | None = None
+    recorded: int | None = None
+    abandoned: int | None = None
+    sending_ended: float | None = None
 
 
 Record = RequestRecord | FaultEvent | TrafficMark
@@ -174,6 +186,9 @@ class History:
     events: tuple[FaultEvent, ...] = ()
     traffic: tuple[TrafficMark, ...] = ()
     truncated: bool = False  # the file's last line was cut short and left out
+    # the judged window (``between``): requests sent in [window_start, window_end); None: unbounded
+    window_start: float | None = None
+    window_end: float | None = None
 
     @classmethod
     def of(cls, records: Iterable[Record], *, truncated: bool = False) -> History:
@@ -209,15 +224,36 @@ class History:
         return dataclasses.replace(self, requests=requests)
 
     def between(self, start: float, end: float) -> History:
-        """Requests sent and events that happened in [start, end) (monotonic seconds)."""
+        """Requests sent and events that happened in [start, end) (monotonic seconds); the window is kept, so
+        that a checker can tell a hole at its edges from the end of the data."""
+        if self.window_start is not None:
+            start = max(start, self.window_start)
+        if self.window_end is not None:
+            end = min(end, self.window_end)
         return dataclasses.replace(
             self,
             requests=tuple(r for r in self.requests if start <= r.t_mono < end),
             events=tuple(e for e in self.events if start <= e.t_mono < end),
+            window_start=start if start > -math.inf else None,
+            window_end=end if end < math.inf else None,
         )
 
+    @property
+    def origin(self) -> float | None:
+        """Where relative times start: the first traffic start, else the first request (monotonic)."""
+        starts = [m.t_mono for m in self.traffic if m.phase is TrafficPhase.STARTED]
+        firsts = [self.requests[0].t_mono] if self.requests else []
+        return min(starts or firsts, default=None)
+
+    def sending_ended(self, endpoint_url: str) -> float | None:
+        """When the traffic that sent to this endpoint stopped sending (its final mark), if recorded."""
+        ends = [m.sending_ended for m in self.traffic if m.sending_ended is not None
+                and any(e.url == endpoint_url for e in m.endpoints)]
+        return max(ends, default=None)
+
     def request_interval(self) -> float | None:
-        """The resolution of every figure: the interval between two requests to one endpoint.
+        """The PLANNED interval between two requests to one endpoint (the finest resolution a figure can have;
+        what was observed is ``checkers.observed_resolution``).
 
         Taken from the traffic plans (the coarsest), else estimated as the median gap between
         consecutive requests to one endpoint; None when nothing tells.

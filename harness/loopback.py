@@ -6,7 +6,8 @@ as a Serve proxy does, and can be told to misbehave in ways whose truth it recor
 - ``outage(seconds)``: close the listening socket and every connection, hold the outage window, then
   bind the same port again (SO_REUSEADDR): connections are refused for that long;
 - ``fail_every = n``: answer 503 to every n-th request;
-- ``stall(window_s, delay_s)``: requests arriving in the next ``window_s`` are answered ``delay_s`` late.
+- ``stall(window_s, delay_s)``: requests arriving in the next ``window_s`` are answered ``delay_s`` late;
+- ``fail_for(seconds)``: answer 503 to every request for that long (blocks the caller for the window).
 
 It serves from an asyncio loop in a thread (``with LoopbackServer() as server: ...``); it binds only
 127.0.0.1. Used by the tests and the benchmark; it is test equipment, not part of a run.
@@ -68,6 +69,7 @@ class LoopbackServer:
         self.stalled = 0
         self._stall_until = 0.0
         self._stall_delay_s = 0.0
+        self._fail_until = 0.0
         self._connections: set[asyncio.Transport] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -116,6 +118,22 @@ class LoopbackServer:
         start = self._call(begin())
         return Window(start, start + window_s)
 
+    def fail_for(self, seconds: float) -> Window:
+        """Answer 503 to every request for ``seconds``: blocks the caller for that failure window, the fault."""
+
+        async def begin() -> float:
+            now = time.monotonic()
+            self._fail_until = now + seconds
+            return now
+
+        async def end() -> float:
+            self._fail_until = 0.0
+            return time.monotonic()
+
+        start = self._call(begin())
+        self._outage_window.wait(seconds)  # the failure window: the server answers 503 this long
+        return Window(start, self._call(end()))
+
     # -- on the loop ----------------------------------------------------------------------------
 
     def _call(self, coroutine):  # type: ignore[no-untyped-def]
@@ -140,7 +158,8 @@ class LoopbackServer:
 
     def _answer(self, transport: asyncio.Transport) -> None:
         self.requests += 1
-        status = 503 if self.fail_every and self.requests % self.fail_every == 0 else 200
+        failing = time.monotonic() < self._fail_until
+        status = 503 if failing or (self.fail_every and self.requests % self.fail_every == 0) else 200
         self.failed_503 += status == 503
         body = self.body if status == 200 else b"unavailable"
         response = b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n%s" % (

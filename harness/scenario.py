@@ -263,9 +263,10 @@ class ScenarioRun:
         window = history.select(serving)
         if injected is not None:
             window = window.between(injected, float("inf"))
-        raw = availability(window, min_availability=budget.min_availability)
+        raw = availability(window, min_availability=budget.min_availability, outage_budget_s=budget.max_outage_s)
         # the same figures as a client retrying like Ray recommends would see them: reported, not budgeted
-        retried = availability(window, min_availability=budget.min_availability, retry=RETRY_3X_EXPONENTIAL)
+        retried = availability(window, min_availability=budget.min_availability, retry=RETRY_3X_EXPONENTIAL,
+                               outage_budget_s=budget.max_outage_s)
         raw = dataclasses.replace(raw, figures={**raw.figures, **{f"with_retries.{k}": v
                                                                     for k, v in retried.figures.items()}})
         return [

@@ -4,7 +4,8 @@
     python -m harness traffic --url http://127.0.0.1:8000/ --rate 20 --duration 60 --out run.jsonl
     python -m harness verdict run.jsonl --min-availability 0.99 --max-outage 5 --json
 
-``verdict`` exits 0 on pass, 1 on fail, 2 on unknown or unreadable input. Its default budgets are
+``verdict`` exits 0 on pass, 1 on fail, 2 on unknown or unreadable input. Unknown includes a hole in the
+evidence: a gap between observed sends longer than the budget tolerates (``harness.checkers``). Its default budgets are
 strict (availability 1.0, no outage): KubeRay's GCS fault-tolerance test asks for zero failed requests.
 """
 
@@ -18,7 +19,9 @@ from urllib.parse import urlsplit
 
 from rich.console import Console
 
-from harness.checkers import RETRY_3X_EXPONENTIAL, Status, Verdict, check_all, standard_checks
+from harness.checkers import (
+    RETRY_3X_EXPONENTIAL, Status, Verdict, check_all, observed_resolution, standard_checks,
+)
 from harness.cluster import Endpoint
 from harness.history import History, HistoryError
 from harness.traffic import AnyOk, PidBody, ResponseCheck, Traffic, TrafficError, TrafficTargetRefused
@@ -108,14 +111,17 @@ def run_traffic(args: argparse.Namespace) -> int:
 
 def verdict_json(history: History, verdict: Verdict) -> dict:
     figures = dict(verdict.figures)
+    resolution = observed_resolution(history)
     return {
         "status": str(verdict.status),
         "availability": figures.get("availability"),
         f"availability_{RETRY_3X_EXPONENTIAL.name}": figures.get(f"availability_{RETRY_3X_EXPONENTIAL.name}"),
         "longest_outage_s": figures.get("longest_outage_s"),
         "requests": len(history.requests),
-        "failures": sum(not r.ok for r in history.requests),
+        "failures": sum(r.observed and not r.ok for r in history.requests),
+        "abandoned": sum(not r.observed for r in history.requests),
         "resolution_s": verdict.resolution_s,
+        "resolution": resolution.to_json(),
         "truncated": history.truncated,
         "figures": figures,
         "verdicts": [p.to_json() for p in verdict.parts],
@@ -136,7 +142,9 @@ def run_verdict(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{verdict.status.upper()}: {summary['requests']} requests, {summary['failures']} failed"
+              + (f", {summary['abandoned']} abandoned in flight" if summary["abandoned"] else "")
               + (" (history truncated: its last line was cut)" if history.truncated else ""))
+        print(f"  {observed_resolution(history).text()}")
         for part in verdict.parts:
             print(f"  {part.status:<7} {part.name}: {part.reason}")
     return EXIT_CODES[verdict.status]

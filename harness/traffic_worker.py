@@ -7,8 +7,10 @@ the one place every request is seen; its listener classifies the outcome and app
 to the History at once.
 
 It stops by itself at the plan's duration, or when the parent writes "finish" (``finish()``), waiting at
-most one client timeout for the requests still in flight; and at once when stdin closes (the parent's ``stop()``, or the parent's death) or on
-SIGTERM; requests still in flight then are abandoned, not recorded, and counted in the final mark.
+most one client timeout for the requests still in flight; and at once when stdin closes (the parent's
+``stop()``, or the parent's death) or on SIGTERM. A request still in flight then is abandoned: it is recorded
+with its real send time and the outcome ``abandoned`` (no outcome was observed), and counted in the final
+mark, which also says when the sending ended.
 
 This module imports locust, which monkey-patches the process with gevent: never import it from the
 harness or from tests.
@@ -18,7 +20,8 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import errno  # noqa: E402 - after the monkey patch, on purpose
+import dataclasses  # noqa: E402 - after the monkey patch, on purpose
+import errno  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -87,18 +90,25 @@ def classify(response: object, exception: BaseException | None, check: ResponseC
 
 
 class Recorder:
-    """Listens to locust's request event and appends one RequestRecord per request."""
+    """Listens to locust's request event and appends one RequestRecord per request; knows which are in flight."""
 
     def __init__(self, check: ResponseCheck, writer: HistoryWriter) -> None:
         self.check = check
         self.writer = writer
         self.sent = 0
         self.recorded = 0
+        self.abandoned = 0
+        self.in_flight: dict[int, dict] = {}  # id(context) -> context, from send until recorded
+
+    def sending(self, context: dict) -> None:
+        self.in_flight[id(context)] = context
 
     def on_request(self, response: object, exception: BaseException | None, context: dict, response_time: float, **_: object) -> None:
         endpoint = context.get("endpoint")
         if not isinstance(endpoint, Endpoint):
             return  # not one of ours
+        if self.in_flight.pop(id(context), None) is None:
+            return  # already recorded as abandoned
         outcome = classify(response, exception, self.check)
         self.writer.append(
             RequestRecord(
@@ -116,10 +126,27 @@ class Recorder:
         )
         self.recorded += 1
 
+    def abandon_in_flight(self) -> int:
+        """Record every request still in flight as abandoned (its send time is real; its outcome unknown)."""
+        now = time.monotonic()
+        records = []
+        for context in sorted(self.in_flight.values(), key=lambda c: c["t_mono"]):
+            endpoint = context["endpoint"]
+            records.append(RequestRecord(
+                t_mono=context["t_mono"], t_wall=context["t_wall"], node=endpoint.node, endpoint=endpoint.url,
+                latency_s=now - context["t_mono"], status=None, error=ErrorKind.ABANDONED, lag_s=context["lag_s"],
+                detail="in flight when traffic stopped"))
+        self.in_flight.clear()
+        if records:
+            self.writer.append(*records)
+        self.abandoned += len(records)
+        return len(records)
 
-def _send(session: FastHttpSession, endpoint: Endpoint, due: float) -> None:
+
+def _send(session: FastHttpSession, endpoint: Endpoint, due: float, recorder: Recorder) -> None:
     now = time.monotonic()
     context = {"endpoint": endpoint, "t_mono": now, "t_wall": time.time(), "lag_s": now - due}
+    recorder.sending(context)
     session.get(endpoint.url, context=context)  # the request event records it
 
 
@@ -139,7 +166,7 @@ def _schedule(
     while (due := first_due + i * interval) < end:
         if sending_over.wait(max(0.0, due - time.monotonic())):
             return
-        in_flight.spawn(_send, session, endpoint, due)
+        in_flight.spawn(_send, session, endpoint, due, recorder)
         recorder.sent += 1
         i += 1
 
@@ -179,16 +206,19 @@ def run(plan: TrafficPlan, writer: HistoryWriter, stop: gevent.event.Event,
         for k, (endpoint, session) in enumerate(zip(plan.endpoints, sessions))
     ]
     gevent.joinall(schedulers)
+    sending_ended = time.monotonic()
     if not stop.is_set():
         drained = gevent.spawn(in_flight.join)
         gevent.wait([stop, drained], count=1, timeout=plan.timeout_s + DRAIN_MARGIN_S)
         drained.kill(block=False)
-    abandoned = len(in_flight)
+    abandoned = recorder.abandon_in_flight()  # recorded first: a late event for them is ignored
     in_flight.kill(block=True, timeout=1.0)
     for session in sessions:
         session.client.close()
     phase = TrafficPhase.STOPPED if stop.is_set() or finish.is_set() else TrafficPhase.FINISHED
-    writer.append(plan.mark(phase, f"sent {recorder.sent}, recorded {recorder.recorded}, abandoned {abandoned} in flight"))
+    writer.append(dataclasses.replace(
+        plan.mark(phase, f"sent {recorder.sent}, recorded {recorder.recorded}, abandoned {abandoned} in flight"),
+        sent=recorder.sent, recorded=recorder.recorded, abandoned=abandoned, sending_ended=sending_ended))
 
 
 def _watch_parent(stop: gevent.event.Event, finish: gevent.event.Event) -> None:

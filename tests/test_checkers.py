@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from harness.checkers import (
     ACROSS_ENDPOINTS,
+    GAP_SLACK_INTERVALS,
     RETRY_3X_EXPONENTIAL,
     PidChange,
     Status,
@@ -289,4 +291,86 @@ def test_resolution_is_stated_with_the_figures():
     verdict = check_all(h, *standard_checks(min_availability=1.0, max_outage_s=0.0))
     assert verdict.status is Status.PASS
     assert verdict.resolution_s == pytest.approx(0.05)
-    assert all("resolution 0.05s" in part.reason for part in verdict.parts)
+    assert all("resolution: planned interval 0.05s, observed largest gap 0.050s on a" in part.reason
+               for part in verdict.parts)
+    assert verdict.resolution is not None and verdict.resolution.max_gap_s == pytest.approx(0.05)
+
+
+# -- the resolution actually observed: holes in the sends ------------------------------------------------
+
+
+def _with_hole(hole: tuple[float, float], *, failing: tuple[float, float] | None = None) -> History:
+    """20 req/s on 'a' for 10 s, with no request sent inside ``hole`` (a stalled generator)."""
+    sends = [r for r in steady("a", 0, 10, 0.05, failing=failing) if not hole[0] <= r.t_mono < hole[1]]
+    return History.of([traffic_mark(0, ["a"], 20.0), *sends])
+
+
+def test_a_hole_in_the_sends_makes_a_passing_verdict_unknown_naming_the_gap():
+    h = _with_hole((3.0, 5.0))
+    for check in standard_checks(min_availability=0.99, max_outage_s=0.5):
+        verdict = check(h)
+        assert verdict.status is Status.UNKNOWN, verdict.reason
+        assert "no request was observed for 2.050s on a (+2.95s to +5.00s)" in verdict.reason
+        assert verdict.resolution is not None and verdict.resolution.max_gap_s == pytest.approx(2.05)
+
+
+def test_a_gap_within_the_outage_budget_or_the_stated_slack_is_tolerated():
+    assert longest_outage(_with_hole((3.0, 5.0)), max_outage_s=2.5).status is Status.PASS  # shorter than the budget
+    small = _with_hole((3.0, 3.0 + (GAP_SLACK_INTERVALS - 2) * 0.05))  # within the slack: still the resolution
+    assert check_all(small, *standard_checks(min_availability=1.0, max_outage_s=0.0)).status is Status.PASS
+    big = _with_hole((3.0, 3.0 + (GAP_SLACK_INTERVALS + 0.5) * 0.05))
+    assert longest_outage(big, max_outage_s=0.0).status is Status.UNKNOWN
+
+
+def test_an_observed_failure_still_fails_whatever_the_gaps():
+    h = _with_hole((3.0, 5.0), failing=(6.0, 7.0))
+    assert longest_outage(h, max_outage_s=0.5).status is Status.FAIL
+    assert availability(h, min_availability=0.99).status is Status.FAIL
+
+
+def test_availability_counts_what_it_did_not_see_against_itself():
+    # 200 requests, 2 s of holes (40 planned sends missing): 0.80 in the worst case
+    h = _with_hole((3.0, 5.0))
+    assert availability(h, min_availability=0.75).status is Status.PASS
+    unknown = availability(h, min_availability=0.85)
+    assert unknown.status is Status.UNKNOWN and "gives a 0.80" in unknown.reason, unknown.reason
+    assert unknown.figures["availability_worst_case"] == pytest.approx(160 / 201, abs=0.01)
+
+
+def test_abandoned_requests_have_no_outcome_and_decide_only_when_they_could():
+    records = steady("a", 0, 5, 0.05)
+    abandoned = [dataclasses.replace(r, error=ErrorKind.ABANDONED, status=None) for r in records[-5:]]
+    h = History.of([traffic_mark(0, ["a"], 20.0), *records[:-5], *abandoned])
+    verdict = availability(h, min_availability=1.0)
+    assert verdict.status is Status.UNKNOWN and "5 request(s) were abandoned with no outcome" in verdict.reason
+    assert verdict.figures["abandoned"] == 5 and verdict.figures["availability"] == 1.0
+    assert availability(h, min_availability=0.95).status is Status.PASS  # even if all 5 failed: 95/100
+    failing = History.of([*h.requests[:50], *(dataclasses.replace(r, error=ErrorKind.TIMEOUT, status=None)
+                                             for r in h.requests[50:60]), *h.requests[60:]])
+    assert availability(failing, min_availability=0.95).status is Status.FAIL  # 10 failed even if 5 served
+    assert longest_outage(h, max_outage_s=0.0).figures["outage_windows"] == 0  # not failures either
+
+
+def test_the_window_edges_count_a_hole_after_the_injection_or_before_the_end():
+    h = History.of([traffic_mark(0, ["a"], 20.0), *steady("a", 0, 10, 0.05)])
+    late = dataclasses.replace(h, requests=tuple(r for r in h.requests if not 4.0 <= r.t_mono < 6.0))
+    window = late.between(4.0, 10.0)  # the injection was at 4.0; the first send after it at 6.0
+    verdict = longest_outage(window, max_outage_s=1.0)
+    assert verdict.status is Status.UNKNOWN and "(+4.00s to +6.00s)" in verdict.reason, verdict.reason
+    stopped = dataclasses.replace(h, requests=tuple(r for r in h.requests if r.t_mono < 8.0))
+    assert longest_outage(stopped.between(1.0, 10.0), max_outage_s=1.0).status is Status.UNKNOWN  # nothing after 8 s
+
+
+def test_sends_show_the_resolution_when_the_judged_requests_are_a_selection():
+    h = _with_hole((3.0, 5.0))
+    chosen = dataclasses.replace(h, requests=tuple(r for r in h.requests if r.t_mono < 3.0 or r.t_mono >= 5.0))
+    full = History.of([traffic_mark(0, ["a"], 20.0), *steady("a", 0, 10, 0.05)])
+    assert longest_outage(chosen, max_outage_s=0.5, sends=full).status is Status.PASS
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(min_value=1.0, max_value=8.0), st.floats(min_value=0.3, max_value=1.5))
+def test_no_history_with_a_hole_longer_than_its_budget_passes(start: float, length: float):
+    h = _with_hole((start, start + length))
+    assert longest_outage(h, max_outage_s=length / 2).status is Status.UNKNOWN
+    assert availability(h, min_availability=1.0, outage_budget_s=length / 2).status is Status.UNKNOWN

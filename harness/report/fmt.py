@@ -29,6 +29,17 @@ def interval(value: float | None) -> str:
     return f"{value * 1000:.0f} ms ({1 / value:.3g} req/s per endpoint)"
 
 
+def observed(resolution) -> str:  # a harness.checkers.Resolution, or None
+    """What the traffic really observed: the largest gap between sends to one endpoint and the largest send lag."""
+    if resolution is None or resolution.gap is None:
+        return "nothing observed"
+    gap = resolution.gap
+    where = f" (+{gap.start - gap.origin:.1f} s)" if gap.origin is not None else ""
+    lag = f"; largest lag {resolution.max_lag_s * 1000:.0f} ms" if resolution.max_lag_s is not None else ""
+    abandoned = f"; {resolution.abandoned} abandoned" if resolution.abandoned else ""
+    return f"largest gap {gap.duration_s * 1000:.0f} ms on {gap.scope}{where}{lag}{abandoned}"
+
+
 def change_value(change: Change, value: float | None) -> str:
     return percent(value) if change.metric.startswith("availability") else seconds(value)
 

@@ -18,7 +18,8 @@ from itertools import zip_longest
 from pathlib import Path
 
 from harness.checkers import (
-    RETRY_3X_EXPONENTIAL, Status, Verdict, availability, longest_outage, time_to_recover,
+    RETRY_3X_EXPONENTIAL, Resolution, Status, Verdict, availability, longest_outage, observed_resolution,
+    time_to_recover,
 )
 from harness.evidence import IdentityRow
 from harness.history import History, HistoryError
@@ -46,12 +47,17 @@ class Figures:
     time_to_recover_s: float | None
     requests: int | None
     failures: int | None
-    resolution_s: float | None  # the request interval: no figure is finer than this
+    resolution: Resolution | None  # planned interval and what was observed (largest gap, largest lag)
     source: str  # where they come from: the verdict, or the history alone (provisional)
 
     @property
     def provisional(self) -> bool:
         return self.source != VERDICT
+
+    @property
+    def resolution_s(self) -> float | None:
+        """The planned request interval: no figure is finer than this."""
+        return self.resolution.planned_interval_s if self.resolution else None
 
 
 @dataclass(frozen=True)
@@ -164,13 +170,10 @@ class RunSummary:
 
 
 def verdict_from_json(obj: Mapping) -> Verdict:
-    """The inverse of ``Verdict.to_json``."""
-    return Verdict(
-        name=str(obj["name"]), status=Status(obj["status"]), reason=str(obj.get("reason", "")),
-        figures={str(k): float(v) for k, v in (obj.get("figures") or {}).items() if v is not None},
-        resolution_s=obj.get("resolution_s"),
-        parts=tuple(verdict_from_json(p) for p in obj.get("parts") or ()),
-    )
+    """The inverse of ``Verdict.to_json`` (a verdict.json without a name or status is damaged)."""
+    if "name" not in obj or "status" not in obj:
+        raise KeyError("a verdict needs a name and a status")
+    return Verdict.from_json({**obj, "figures": {k: v for k, v in (obj.get("figures") or {}).items() if v is not None}})
 
 
 def _record(cls: type, obj: Mapping):
@@ -243,13 +246,13 @@ def _count(value: float | None) -> int | None:
 
 def figures_of_verdict(verdict: Verdict, history: History | None) -> Figures:
     f = verdict.figures
-    resolution = verdict.resolution_s if verdict.resolution_s is not None else (
-        history.request_interval() if history else None)
+    resolution = verdict.resolution if verdict.resolution is not None else (
+        observed_resolution(history) if history else None)
     return Figures(
         availability=f.get("availability"), availability_with_retries=f.get(RETRIED),
         longest_outage_s=f.get("longest_outage_s"), time_to_recover_s=f.get("time_to_recover_s"),
         requests=_count(f.get("requests")), failures=_count(f.get("failures")),
-        resolution_s=resolution, source=VERDICT,
+        resolution=resolution, source=VERDICT,
     )
 
 
@@ -264,8 +267,8 @@ def provisional_figures(history: History) -> Figures:
         availability=raw.get("availability"),
         availability_with_retries=retried.get(f"availability_{RETRY_3X_EXPONENTIAL.name}"),
         longest_outage_s=outage.get("longest_outage_s"), time_to_recover_s=recovery.get("time_to_recover_s"),
-        requests=len(history.requests), failures=sum(not r.ok for r in history.requests),
-        resolution_s=history.request_interval(),
+        requests=len(history.requests), failures=sum(r.observed and not r.ok for r in history.requests),
+        resolution=observed_resolution(history),
         source=f"{HISTORY} alone (provisional: no verdict; all endpoints, whole history)",
     )
 

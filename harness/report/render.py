@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import plotly.offline
 from markupsafe import Markup
 
-from harness.checkers import Status
+from harness.checkers import Status, observed_resolution
 from harness.history import History, HistoryError
 from harness.report import fmt
 from harness.report.compare import Movement, RunComparison, Tolerances, compare_runs
@@ -48,7 +48,7 @@ _env = jinja2.Environment(
     loader=jinja2.PackageLoader("harness.report", "templates"),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
 )
-_env.filters.update(percent=fmt.percent, seconds=fmt.seconds, interval=fmt.interval,
+_env.filters.update(percent=fmt.percent, seconds=fmt.seconds, interval=fmt.interval, observed=fmt.observed,
                     change_value=fmt.change_value, change_delta=fmt.change_delta, anchor=scenario_anchor)
 _env.globals.update(Status=Status, Movement=Movement)
 
@@ -206,7 +206,8 @@ def attach_timeline(scenario_dir: Path) -> Path:
         title=scenario_dir.name, figure=figure_div(fig, "timeline") if fig is not None else None,
         plotly_js=plotly_js() if fig is not None else "", problem=problem,
         truncated=bool(history and history.truncated),
-        resolution=history.request_interval() if history else None, generated=_now())
+        resolution=history.request_interval() if history else None,
+        observed=observed_resolution(history) if history else None, generated=_now())
     path = scenario_dir / TIMELINE
     _write(path, html)
     try:
