@@ -2,7 +2,8 @@
 
 Each fault has ``inject()``, an idempotent ``heal()``, and two probes that are questions:
 ``taken_effect()`` (did the failure really happen?) and ``recovered()`` (is the stack back, by identity
-evidence, not just by answering?). ``findings`` carries what the fault learnt (e.g. whether a proxy was
+evidence, not just by answering?). A probe that cannot see (the head's API is down, so a status lists
+nothing) answers "not yet", never "yes": an empty observation is not evidence. ``findings`` carries what the fault learnt (e.g. whether a proxy was
 restarted by Ray or replaced by the controller). Faults talk to a backend only through the Cluster protocol.
 """
 
@@ -241,15 +242,17 @@ class KillReplica:
         self.findings.append(f"killed replica {self.victim.replica_id} (pid {self.victim.pid} on {self.target})")
 
     def taken_effect(self) -> bool:
+        """Serve no longer lists the victim RUNNING; a blind status (the head's API down) is "not yet"."""
         assert self.victim is not None
-        return not any(r.replica_id == self.victim.replica_id and r.state == "RUNNING"
-                       for r in self.cluster.status().replicas)
+        status = self.cluster.status()
+        return status.serve_api_reachable and not any(
+            r.replica_id == self.victim.replica_id and r.state == "RUNNING" for r in status.replicas)
 
     def recovered(self) -> bool:
         assert self.victim is not None
         status = self.cluster.status()
         gone = all(r.replica_id != self.victim.replica_id for r in status.replicas)
-        return gone and self.cluster.health_problem() is None
+        return status.serve_api_reachable and gone and self.cluster.health_problem() is None
 
     def heal(self) -> None:
         """Nothing to undo: the controller replaces replicas."""
@@ -277,6 +280,7 @@ class KillProxy:
             raise FaultError(f"ray.kill of the proxy on {self.target} failed: {result.stderr.strip()[-500:]}")
 
     def taken_effect(self) -> bool:
+        """Ray's State API lists the old proxy process as gone (actors() raises while the head is down: not yet)."""
         assert self.before is not None
         old = [a for a in self.cluster.actors(class_name="ProxyActor") if a.actor_id == self.before.actor_id]
         return not old or old[0].state != "ALIVE" or old[0].pid != self.before.pid
@@ -329,13 +333,17 @@ class FailHealthCheck:
         self.findings.append(f"replica {self.victim} (pid {pid}) fails its health checks")
 
     def taken_effect(self) -> bool:
-        """Serve saw it: the replica is no longer RUNNING."""
-        return not any(r.replica_id == self.victim and r.state == "RUNNING" for r in self.cluster.status().replicas)
+        """Serve saw it: the replica is no longer RUNNING. A blind status (the head's API down) is "not yet":
+        the detection time is only ever met by a real observation."""
+        status = self.cluster.status()
+        return status.serve_api_reachable and not any(
+            r.replica_id == self.victim and r.state == "RUNNING" for r in status.replicas)
 
     def recovered(self) -> bool:
         status = self.cluster.status()
         running = [r for r in status.replicas if r.deployment == self.deployment and r.state == "RUNNING"]
-        return len(running) == self.replicas and all(r.replica_id != self.victim for r in status.replicas)
+        return status.serve_api_reachable and len(running) == self.replicas and \
+            all(r.replica_id != self.victim for r in status.replicas)
 
     def heal(self) -> None:
         """Nothing to undo: the controller replaces the unhealthy replica."""

@@ -188,6 +188,28 @@ def test_fault_takes_effect_then_recovers_and_heal_is_idempotent(cluster: FakeCl
         assert fault.victim not in {r.replica_id for r in after.replicas}
 
 
+@pytest.mark.parametrize("kind", ["KillReplica", "FailHealthCheck", "KillProxy", "KillController"])
+def test_a_probe_that_cannot_see_answers_not_yet(cluster: FakeCluster, kind: str):
+    """Issue 12.5: while the head's API does not answer, a status lists no replicas; "is the victim gone?" must
+    not be answered "yes" from that, or the detection time would be met without an observation."""
+    fault = FAULTS[kind](cluster)
+    cluster.set_restart_policy("head", "never")
+    fault.inject()
+    cluster.kill_node("head")
+    assert not cluster.status().serve_api_reachable
+
+    def answer(probe: Callable[[], bool]) -> str:
+        try:
+            return "yes" if probe() else "not yet"
+        except Exception as exc:  # noqa: BLE001 - a probe that raises is "not yet" to every wait
+            return f"not yet ({type(exc).__name__})"
+
+    assert answer(fault.taken_effect).startswith("not yet")
+    assert answer(fault.recovered).startswith("not yet")
+    cluster.set_restart_policy("head", "always")
+    cluster.start_node("head")
+
+
 @pytest.mark.parametrize("kind", FAULTS)
 def test_heal_before_inject_is_harmless(cluster: FakeCluster, kind: str):
     before = cluster.status()
