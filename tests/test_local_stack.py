@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,3 +216,79 @@ def test_stack_that_does_not_become_healthy_names_the_part_and_its_log(tmp_path,
     assert "--- tail of" in res.stderr  # the logs of the part that failed
     assert password not in res.stderr + res.stdout
     assert_nothing_left(state_dir)
+
+
+# --- down returns only when every process it signalled is gone --------------------------------------------
+
+def run_processes(state_dir: Path, run_id: str) -> dict[int, int | None]:
+    """PID → start time of every live process of ``run_id``: by its label, and by membership of its namespaces."""
+    pids = {pid for pid, rid in system.labeled_processes().items() if rid == run_id}
+    for ns in system.list_netns():
+        if ns.startswith(f"{run_id}-"):
+            pids |= set(system.netns_pids(ns))
+    pids.discard(os.getpid())
+    return {pid: system.process_start_time(pid) for pid in pids if system.pid_alive(pid)}
+
+
+def still_in_proc(seen: dict[int, int | None]) -> dict[int, str]:
+    """The PIDs of ``seen`` that are still in /proc as the same process (a zombie counts): PID → state, name, parent.
+    Read here from /proc, not with the backend's own check (system.still_in_proc), which this test judges."""
+    left = {}
+    for pid, started in seen.items():
+        state = system.process_state(pid)
+        if state is not None and system.process_start_time(pid) == started:
+            left[pid] = f"{state} {system.process_name(pid) or '?'} (parent {system.process_parent(pid)})"
+    return left
+
+
+def test_down_after_a_sigkilled_up_returns_only_when_every_process_is_gone(tmp_path, state_dir):
+    """SIGKILL `up` once Redis runs; `up` again (it sweeps the crashed run); `down`. Right after `down`
+    returns, no process of either run is in /proc at all, zombies included, and nothing else is left."""
+    cfg_path = config_file(tmp_path, state_dir, network='subnet = "10.213.12.0/24"')
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "up", "--stack-config", str(cfg_path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs: list[str] = []
+    seen: dict[int, int | None] = {}
+    try:
+        try:
+            def crashed_run_with_redis() -> str | None:
+                """The crashed run's id once its Redis runs (the PID-namespace init of its redis node)."""
+                found = [p.name for p in state_dir.iterdir() if system.RUN_ID_RE.fullmatch(p.name)]
+                for run_id in found:
+                    pids = system.netns_pids(f"{run_id}-redis")
+                    if any(system.ns_pid(p) == 1 and system.pid_alive(p) for p in pids):
+                        return run_id
+                return None
+
+            runs.append(wait_until("the interrupted up to start Redis", crashed_run_with_redis, timeout_s=60, interval_s=0.05))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        seen |= run_processes(state_dir, runs[0])
+        assert any(system.process_name(p) == "redis-server" for p in seen), \
+            f"the killed up left no Redis to sweep: the test proves nothing ({seen})"
+
+        up = harness_cli("up", "--stack-config", str(cfg_path))
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"swept leftovers of earlier runs: {runs[0]}" in up.stdout + up.stderr, up.stdout + up.stderr
+        runs.append((state_dir / "current").read_text().strip())
+        second = run_processes(state_dir, runs[1])
+        assert any(system.process_name(p) == "redis-server" for p in second), second
+        seen |= second
+    finally:
+        down = harness_cli("down", "--stack-config", str(cfg_path))
+    left = still_in_proc(seen)  # IMMEDIATELY after down returned
+    gone_after = "n/a"
+    if left:
+        started = time.monotonic()
+        wait_until("the leftover processes to leave /proc", lambda: not still_in_proc(seen), timeout_s=30,
+                   interval_s=0.01)
+        gone_after = f"{time.monotonic() - started:.2f}s"
+    print(f"down: {down.stdout.strip()}; {len(seen)} processes of runs {runs} tracked; "
+          f"still in /proc right after down: {len(left)}")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert left == {}, f"still in /proc right after down returned: {left}; they left /proc {gone_after} later"
+    labelled = {pid: rid for pid, rid in system.labeled_processes().items() if rid in runs}
+    assert labelled == {}, f"labelled processes left: {labelled}"
+    for run_id in runs:
+        assert not leftovers(state_dir, run_id), f"left behind by {run_id}: {leftovers(state_dir, run_id)}"

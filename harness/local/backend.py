@@ -37,6 +37,9 @@ from harness.secrets import Secret
 from harness.waiting import WaitTimeout, wait_until
 
 CURRENT_FILE = "current"
+SUPERVISOR_STOP_S = 5.0  # the supervisor stops every node and exits on SIGTERM; the sweep kills what is left after
+PROCESSES_EXIT_S = 10.0  # every process a sweep SIGKILLed has exited
+PROCESSES_GONE_S = 10.0  # ... and left /proc: an orphan's zombie waits for the machine's init (up to ~2 s here)
 LOG_TAIL_LINES = 25
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -257,25 +260,33 @@ class LocalCluster:
 
     # --- down and sweep -------------------------------------------------------------------------------
     def down(self) -> list[str]:
-        """Remove this run and anything earlier runs left behind; return the run ids removed."""
-        self._stop_supervisor()
+        """Remove this run and anything earlier runs left behind; return the run ids removed. It returns
+        only when every process it signalled has left /proc (zombies included), or raises StackError."""
+        supervisor = self._stop_supervisor()
         others = tuple(rid for rid in live_runs() if rid != self.run_id)
-        return sweep(Path(self.config.network.state_dir), keep=others)
+        removed = sweep(Path(self.config.network.state_dir), keep=others)
+        wait_processes_gone(supervisor, f"the node supervisor of run {self.run_id}")
+        return removed
 
     def _teardown(self) -> None:
-        self._stop_supervisor()
+        supervisor = self._stop_supervisor()
         sweep(Path(self.config.network.state_dir), keep=(), only=(self.run_id,))
+        wait_processes_gone(supervisor, f"the node supervisor of run {self.run_id}")
 
-    def _stop_supervisor(self) -> None:
+    def _stop_supervisor(self) -> dict[int, int]:
+        """SIGTERM the supervisor (it stops every node, and reaps them) and wait for it to exit; return it as
+        PID → start time, for the caller to wait until it has left /proc."""
         pid = _supervisor_pid(self.layout)
         if pid is None:
-            return
+            return {}
+        identity = system.process_identities([pid])
         system.signal_pids([pid], signal.SIGTERM)
         try:
             wait_until("the node supervisor to stop every node and exit", lambda: not system.pid_alive(pid),
-                       timeout_s=5, interval_s=0.05)
+                       timeout_s=SUPERVISOR_STOP_S, interval_s=0.05)
         except WaitTimeout:
             pass  # the sweep kills what is left, by label
+        return identity
 
     # --- queries --------------------------------------------------------------------------------------
     def status(self) -> StackStatus:
@@ -371,7 +382,8 @@ class LocalCluster:
             proc = subprocess.run(["nsenter", "-t", str(init), "-p", "-m", "-n", "--", sys.executable, "-c",
                                    prelude + snippet], capture_output=True, text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired as exc:
-            return DriverResult(-1, _text(exc.stdout), f"driver timed out after {timeout_s:g}s\n{_text(exc.stderr)}")
+            return DriverResult(-1, self.secret.scrub(_text(exc.stdout)),
+                                self.secret.scrub(f"driver timed out after {timeout_s:g}s\n{_text(exc.stderr)}"))
         return DriverResult(proc.returncode, self.secret.scrub(proc.stdout), self.secret.scrub(proc.stderr))
 
     def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
@@ -686,10 +698,20 @@ def sweep(state_dir: Path, keep: tuple[str, ...] = (), only: tuple[str, ...] | N
             pids.discard(os.getpid())
             return [p for p in pids if system.pid_alive(p)]
 
+        signalled: dict[int, int] = {}  # PID → start time of every process this sweep SIGKILLed
+
+        def kill_victims() -> bool:
+            """SIGKILL every live process of the run (again, and what started meanwhile); True once none is left."""
+            pids = victims()
+            signalled.update(system.process_identities(pids))
+            system.signal_pids(pids, signal.SIGKILL)
+            return not pids
+
         steps: list[tuple[str, Callable[[], object]]] = [
-            ("kill processes", lambda: system.signal_pids(victims(), signal.SIGKILL)),
-            ("processes gone", lambda: wait_until(f"processes of run {run_id} to exit", lambda: not victims(),
-                                                  timeout_s=10, interval_s=0.05, describe=lambda: str(victims()))),
+            ("kill processes", lambda: wait_until(f"processes of run {run_id} to exit", kill_victims,
+                                                  timeout_s=PROCESSES_EXIT_S, interval_s=0.05,
+                                                  describe=lambda: f"still running: {victims()}")),
+            ("processes gone", lambda: wait_processes_gone(signalled, f"the processes of run {run_id}")),
             ("iptables rules", lambda: [system.delete_iptables_rule(r) for r in
                                         system.iptables_rules_with_comment(names.iptables_comment)]),
             ("links", lambda: [system.delete_link(link) for link in system.list_links()
@@ -709,6 +731,28 @@ def sweep(state_dir: Path, keep: tuple[str, ...] = (), only: tuple[str, ...] | N
     if errors:
         raise StackError("sweep left something behind:\n" + "\n".join(errors))
     return runs
+
+
+def wait_processes_gone(processes: dict[int, int], what: str, timeout_s: float = PROCESSES_GONE_S) -> None:
+    """Until every process of ``processes`` (PID → start time) has left /proc: a zombie has not. Zombies whose
+    parent is this process are reaped here; any other is its parent's to reap (an orphan's: the machine's init).
+    StackError naming what is left when ``timeout_s`` passes."""
+    if not processes:
+        return
+
+    def gone() -> bool:
+        system.reap_own_zombies(processes)
+        return not system.still_in_proc(processes)
+
+    def left() -> str:
+        return "still in /proc: " + "; ".join(f"pid {pid} ({seen})" for pid, seen in
+                                              sorted(system.still_in_proc(processes).items()))
+
+    try:
+        wait_until(f"{what} ({len(processes)} signalled) to leave /proc", gone, timeout_s=timeout_s,
+                   interval_s=0.02, describe=left)
+    except WaitTimeout as exc:
+        raise StackError(str(exc)) from None
 
 
 @dataclass(frozen=True)

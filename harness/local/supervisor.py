@@ -27,6 +27,7 @@ from harness.local.layout import NodeSpec, RunLayout, node_command
 from harness.local.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
 
 LOOP_PERIOD_S = 0.2  # how often the supervisor compares desired and actual state
+POD_EXIT_S = 5.0  # a killed pod's unshare exits once its namespace's init is dead
 
 
 @dataclass
@@ -65,13 +66,22 @@ class Supervisor:
         self.layout.append_event("supervisor", "node_started", pod.spec.name, f"{reason}; pid {pod.proc.pid}")
 
     def kill(self, pod: Pod) -> None:
-        """SIGKILL the pod: its namespace's init and, with it, every process in its PID namespace."""
+        """SIGKILL the pod: its PID namespace's init first (the kernel then kills the rest of the namespace),
+        which ``unshare`` reaps before it exits, and is reaped here in turn. Killed together, ``unshare`` could
+        die first and leave the init to the machine's init as a zombie. What else is in the node's network
+        namespace (a driver's ``nsenter``) goes last."""
         if pod.proc is None:
             return
-        system.signal_pids([*system.children(pod.proc.pid), pod.proc.pid], signal.SIGKILL)
+        if pod.proc.poll() is None:
+            inits = system.children(pod.proc.pid)
+            system.signal_pids(inits or [pod.proc.pid], signal.SIGKILL)
+            try:
+                pod.proc.wait(timeout=POD_EXIT_S)
+            except subprocess.TimeoutExpired:
+                system.signal_pids([pod.proc.pid], signal.SIGKILL)
         system.signal_pids(system.netns_pids(pod.spec.netns), signal.SIGKILL)
         try:
-            pod.proc.wait(timeout=5)
+            pod.proc.wait(timeout=POD_EXIT_S)
         except subprocess.TimeoutExpired:
             pass
 

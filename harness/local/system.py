@@ -203,11 +203,28 @@ def process_cmdline(host_pid: int) -> str:
 
 def process_state(host_pid: int) -> str | None:
     """The kernel's one-letter state (R, S, T for stopped, Z ...), None if gone."""
+    fields = _stat_fields(host_pid)
+    return fields[0] if fields else None
+
+
+def _stat_fields(host_pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (field 3 onwards), None if the PID is not in /proc."""
     try:
         stat = Path(f"/proc/{host_pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[0]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_parent(host_pid: int) -> int | None:
+    fields = _stat_fields(host_pid)
+    return int(fields[1]) if fields else None
+
+
+def process_start_time(host_pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with the PID, it names one process, even a zombie."""
+    fields = _stat_fields(host_pid)
+    return int(fields[19]) if fields else None
 
 
 def children(host_pid: int) -> list[int]:
@@ -233,3 +250,35 @@ def signal_pids(pids: list[int], sig: signal.Signals) -> list[int]:
 def pid_alive(pid: int) -> bool:
     state = process_state(pid)
     return state is not None and state != "Z"
+
+
+def process_identities(pids: list[int]) -> dict[int, int]:
+    """PID → start time of each PID still in /proc: what names one process through its exit, zombie included."""
+    found = {}
+    for pid in pids:
+        started = process_start_time(pid)
+        if started is not None:
+            found[pid] = started
+    return found
+
+
+def still_in_proc(processes: dict[int, int]) -> dict[int, str]:
+    """Those of ``processes`` (PID → start time) still in /proc as the same process, a zombie included:
+    PID → what it is (name, state, parent)."""
+    left = {}
+    for pid, started in processes.items():
+        fields = _stat_fields(pid)
+        if fields is not None and int(fields[19]) == started:
+            left[pid] = f"{process_name(pid) or '?'}, state {fields[0]}, parent {fields[1]}"
+    return left
+
+
+def reap_own_zombies(processes: dict[int, int]) -> None:
+    """Reap those of ``processes`` that are zombies whose parent is this process (no one else can)."""
+    me = os.getpid()
+    for pid in still_in_proc(processes):
+        if process_state(pid) == "Z" and process_parent(pid) == me:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
