@@ -16,11 +16,44 @@ import pytest
 
 BACKENDS = ("local", "kind", "kube")
 SECRETS = pytest.StashKey[list]()
+STARTED = pytest.StashKey[float]()
 
 
 def remember_secret(pytestconfig: pytest.Config, secret) -> None:
-    """Secrets of every stack the session made: scrubbed from the report folder at the end."""
+    """Secrets of every stack the session made: scrubbed from every test report before a reporter sees it, and
+    from every file the session wrote under the report folder, the junit XML file and the Allure results."""
     pytestconfig.stash.setdefault(SECRETS, []).append(secret.reveal())
+
+
+def session_secrets(config: pytest.Config) -> list[str]:
+    return [s for s in config.stash.get(SECRETS, []) if s]
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Each test report with the session's secrets scrubbed (traceback, captured output and log), before the
+    terminal, junitxml or allure sees it: trylast makes this the innermost wrapper, the first to get it."""
+    report = yield
+    if secrets := session_secrets(item.config):
+        from harness.report.redact import scrub_test_report
+
+        scrub_test_report(report, secrets)
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last: what reporters wrote from raw exceptions (allure's messages) or at the session's end (junit XML),
+    and any file written under the report folder during the session, scrubbed."""
+    if not (secrets := session_secrets(config)):
+        return
+    from harness.report.redact import scrub_paths
+
+    written = [config.getoption("--report-dir"), getattr(config.option, "xmlpath", None),
+               getattr(config.option, "allure_report_dir", None)]
+    started = config.stash.get(STARTED, None)
+    scrub_paths([Path(p) for p in written if p], secrets,
+                modified_since=started - 2.0 if started is not None else None)  # 2 s: coarse file times
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,6 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[STARTED] = time.time()
     config.addinivalue_line("markers", "stack: needs the real local stack (root, namespaces, Ray, Redis)")
     config.addinivalue_line("markers", "control: a scenario run against a stack whose property is broken; must fail")
 
