@@ -231,11 +231,13 @@ def restore(cluster, say: Callable[[str], None] | None = None) -> None:
             cluster.apply_serve_config()
         cluster.wait_healthy()
     try:
-        stale = wait_routing_converged(cluster, timeout_s=10)
-        if stale:
-            say("stale proxy routing before the scenario, replacing those proxies: " + "; ".join(map(str, stale)))
+        reading = wait_routing_converged(cluster, timeout_s=10)
+        if reading.unread:
+            say(f"proxy routing partly unread before the scenario: {'; '.join(map(str, reading.unread))}")
+        if reading.stale:
+            say("stale proxy routing before the scenario, replacing those proxies: " + "; ".join(map(str, reading.stale)))
             started = time.monotonic()
-            replaced = refresh_proxies(cluster, stale)
+            replaced = refresh_proxies(cluster, reading.stale)
             cluster.wait_healthy()
             say(f"replaced the proxies on {', '.join(replaced)} in {time.monotonic() - started:.1f}s; "
                 "routing converged")

@@ -103,10 +103,44 @@ class StaleRoute:
         return f"proxy on {self.node or '?'} for {self.route}: " + "; ".join(parts or ["differs"])
 
 
+@dataclass(frozen=True)
+class UnreadRoute:
+    """A proxy whose table for a route could not be read: nothing is known about its routing."""
+
+    node: str | None
+    proxy_actor_id: str
+    route: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"proxy on {self.node or '?'} for {self.route}: could not be read ({self.error})"
+
+
+@dataclass(frozen=True)
+class RoutingReading:
+    """One reading of every proxy's routing set against the replicas the controller runs. It has converged only
+    when every HEALTHY proxy's table for every route was read and matches: an unread table is not a match."""
+
+    stale: tuple[StaleRoute, ...]
+    unread: tuple[UnreadRoute, ...]
+    proxies: tuple[str, ...]  # the nodes of the proxies whose tables were read
+    routes: tuple[str, ...]
+
+    @property
+    def converged(self) -> bool:
+        return not self.stale and not self.unread and bool(self.proxies)
+
+    def __str__(self) -> str:
+        if self.converged:
+            return f"every proxy ({', '.join(self.proxies)}) routes {', '.join(self.routes)} to the controller's replicas"
+        parts = [*map(str, self.stale), *map(str, self.unread)]
+        return "; ".join(parts) or "no proxy's table was read"
+
+
 def stale_routes(status: StackStatus, routing: Sequence[ProxyRoute]) -> tuple[StaleRoute, ...]:
     """Routes whose proxy's replica set differs from the RUNNING replicas the controller runs for that route:
     of the deployment the proxies route there, else of the application whose route prefix it is. Unreadable
-    rows are not judged."""
+    rows are not stale (``reading`` reports them as unread)."""
     node_of = {p.actor_id: p.node for p in status.proxies}
     app_of = {a.route_prefix: a.name for a in status.apps if a.route_prefix}
     by_route: dict[str, set[str]] = {}
@@ -126,28 +160,55 @@ def stale_routes(status: StackStatus, routing: Sequence[ProxyRoute]) -> tuple[St
     return tuple(stale)
 
 
+def reading(status: StackStatus, routing: Sequence[ProxyRoute], routes: Sequence[str]) -> RoutingReading:
+    """Judge one reading: stale routes, and every table that could not be read (a row with an error, or a
+    HEALTHY proxy of the status with no row for a route). A blind status (the Serve API down) judges nothing."""
+    if not status.serve_api_reachable:
+        return RoutingReading((), (UnreadRoute(None, "", ", ".join(routes), "the Serve API did not answer"),), (),
+                              tuple(routes))
+    node_of = {p.actor_id: p.node for p in status.proxies}
+    unread = [UnreadRoute(node_of.get(r.proxy_actor_id), r.proxy_actor_id, r.route, r.error or "no replica list")
+              for r in routing if r.replicas is None]
+    read = {(r.proxy_actor_id, r.route) for r in routing}
+    for proxy in status.proxies:
+        if proxy.status != "HEALTHY":
+            continue
+        for route in routes:
+            if (proxy.actor_id, route) not in read:
+                unread.append(UnreadRoute(proxy.node, proxy.actor_id, route, "the proxy was not among those read"))
+    if not routing:
+        unread.append(UnreadRoute(None, "", ", ".join(routes), "no proxy's table was read"))
+    proxies = tuple(sorted({str(node_of.get(r.proxy_actor_id)) for r in routing if r.replicas is not None}))
+    return RoutingReading(stale_routes(status, routing), tuple(unread), proxies, tuple(routes))
+
+
 def routes_of(status: StackStatus) -> tuple[str, ...]:
     """The route prefixes of the stack's applications."""
     return tuple(dict.fromkeys(a.route_prefix for a in status.apps if a.route_prefix))
 
 
 def wait_routing_converged(cluster: Cluster, timeout_s: float, routes: Iterable[str] | None = None,
-                           interval_s: float = 1.0) -> tuple[StaleRoute, ...]:
-    """Until every proxy routes every route to exactly the replicas the controller runs; returns () then.
-    On timeout, returns what was last stale (the caller judges or repairs); RoutingUnavailable propagates."""
-    last: list[tuple[StaleRoute, ...]] = [()]
+                           interval_s: float = 1.0) -> RoutingReading:
+    """Until a reading has converged (every proxy's table read, and each routes to exactly the replicas the
+    controller runs); returns that reading. On timeout, returns the last reading (stale or unread rows: the
+    caller judges or repairs). Raises RoutingUnavailable when no reading succeeded at all, with the last error:
+    a wait that saw nothing never says "converged"."""
+    last: list[RoutingReading] = []
 
     def converged() -> bool:
         status = cluster.status()
-        last[0] = stale_routes(status, cluster.proxy_routing(routes if routes is not None else routes_of(status)))
-        return not last[0]
+        wanted = tuple(routes) if routes is not None else routes_of(status)
+        last[:] = [reading(status, cluster.proxy_routing(wanted), wanted)]
+        return last[0].converged
 
     try:
         wait_until("every proxy to route to the replicas the controller runs", converged, timeout_s=timeout_s,
-                   interval_s=interval_s, describe=lambda: "; ".join(map(str, last[0])) or "nothing read yet")
-    except WaitTimeout:
-        return last[0]
-    return ()
+                   interval_s=interval_s, describe=lambda: str(last[0]) if last else "nothing read yet")
+    except WaitTimeout as exc:
+        if not last:
+            raise RoutingUnavailable(f"no reading of the proxies' routing succeeded in {timeout_s:g}s: "
+                                     f"{str(exc).split('last seen: ', 1)[-1]}") from None
+    return last[0]
 
 
 def refresh_proxies(cluster: Cluster, stale: Iterable[StaleRoute], timeout_s: float = 120.0) -> tuple[str, ...]:
@@ -166,27 +227,30 @@ def refresh_proxies(cluster: Cluster, stale: Iterable[StaleRoute], timeout_s: fl
         return set(nodes) <= fresh
 
     wait_until(f"new HEALTHY proxies on {', '.join(nodes)}", replaced, timeout_s=timeout_s, interval_s=1.0)
-    left = wait_routing_converged(cluster, timeout_s=30.0)
-    if left:
-        raise RoutingRepairFailed("proxies still stale after their replacement: " + "; ".join(map(str, left)))
+    try:
+        after = wait_routing_converged(cluster, timeout_s=30.0)
+    except RoutingUnavailable as exc:
+        raise RoutingRepairFailed(f"the routing could not be read after replacing the proxies: {exc}") from None
+    if not after.converged:
+        raise RoutingRepairFailed(f"proxies not converged after their replacement: {after}")
     return tuple(nodes)
 
 
 def routing_verdict(cluster: Cluster, name: str = "routing_converged", timeout_s: float = 20.0) -> Verdict:
     """A verdict: within ``timeout_s``, every proxy routes every application's route to exactly the replicas
-    the controller runs (pass), or which proxies still route elsewhere (fail); unknown when the routing could
-    not be read."""
+    the controller runs (pass); which proxies still route elsewhere (fail, figure ``stale_routes``: the only
+    failure that shows the stale-proxy defect); UNKNOWN, naming the proxy and the error, when a table could not
+    be read (never a pass)."""
     try:
-        left = wait_routing_converged(cluster, timeout_s=timeout_s)
-        status = cluster.status()
+        last = wait_routing_converged(cluster, timeout_s=timeout_s)
     except RoutingUnavailable as exc:
-        return Verdict(name, Status.UNKNOWN, str(exc))
-    if left:
-        return Verdict(name, Status.FAIL, f"after {timeout_s:g}s, " + "; ".join(map(str, left)) +
-                       f" ({STALE_PROXIES})",
-                       figures={"stale_routes": float(len(left))})
-    routes = routes_of(status)
-    nodes = sorted(str(p.node) for p in status.proxies)
-    return Verdict(name, Status.PASS, f"every proxy ({', '.join(nodes)}) routes {', '.join(routes)} to the "
-                   f"{sum(r.state == 'RUNNING' for r in status.replicas)} replicas the controller runs",
-                   figures={"stale_routes": 0.0})
+        return Verdict(name, Status.UNKNOWN, str(exc), figures={"unread_routes": 1.0})
+    figures = {"stale_routes": float(len(last.stale)), "unread_routes": float(len(last.unread))}
+    if last.stale:
+        unread = f"; also unread: {'; '.join(map(str, last.unread))}" if last.unread else ""
+        return Verdict(name, Status.FAIL, f"after {timeout_s:g}s, " + "; ".join(map(str, last.stale)) +
+                       f" ({STALE_PROXIES}){unread}", figures=figures)
+    if last.unread:
+        return Verdict(name, Status.UNKNOWN, f"after {timeout_s:g}s, not every proxy's routing could be read: {last}",
+                       figures=figures)
+    return Verdict(name, Status.PASS, str(last), figures=figures)

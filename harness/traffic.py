@@ -41,6 +41,9 @@ from harness.waiting import wait_until
 
 ALLOWED_NETWORKS_ENV = "HARNESS_TRAFFIC_ALLOWED_NETWORKS"
 STOP_GRACE_S = 10.0  # how long the child may take to stop when asked before it is killed
+# The traffic child's niceness: it must not be starved by the stack it measures (a stalled generator is a hole
+# in the evidence, judged UNKNOWN). Negative values need root (CAP_SYS_NICE); without it the child runs at 0.
+TRAFFIC_NICE = -10
 MAX_CONNECTIONS_PER_ENDPOINT = 512
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -259,6 +262,18 @@ class TrafficCounts:
         return self.ok + self.failed
 
 
+def _raise_priority(pid: int) -> int:
+    """Give our own traffic child precedence over the stack under test; returns the niceness it runs at."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, TRAFFIC_NICE)
+    except OSError:  # not root: it runs at the default priority, and a stall shows as a gap
+        pass
+    try:
+        return os.getpriority(os.PRIO_PROCESS, pid)
+    except OSError:
+        return 0
+
+
 def _child_environment() -> dict[str, str]:
     """This environment, with the harness importable in the child even when it is not installed."""
     root = str(Path(__file__).resolve().parent.parent)
@@ -305,6 +320,7 @@ class Traffic:
         self._failed = 0
         self._phases: list[TrafficPhase] = []
         self.started_mono: float | None = None
+        self.nice: int | None = None  # the child's niceness once started
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -324,6 +340,7 @@ class Traffic:
             env=_child_environment(),
             start_new_session=True,  # Ctrl-C reaches the harness, which stops the child itself
         )
+        self.nice = _raise_priority(self._process.pid)
         assert self._process.stdin is not None
         self._process.stdin.write(self.plan.to_json().encode() + b"\n")
         self._process.stdin.flush()

@@ -8,8 +8,14 @@ from dataclasses import dataclass
 
 import pytest
 
+import dataclasses
+from collections.abc import Callable, Iterable
+
+from harness.checkers import Status
 from harness.cluster import AppInfo, DriverResult, ProxyInfo, ProxyRoute, ReplicaInfo, StackStatus
-from harness.routing import MARKER, RoutingUnavailable, read_routing, routes_of, stale_routes
+from harness.routing import (
+    MARKER, RoutingUnavailable, read_routing, reading, routes_of, routing_verdict, stale_routes, wait_routing_converged,
+)
 
 
 def replica(rid: str, deployment: str = "SleepyPid", app: str = "app", state: str = "RUNNING") -> ReplicaInfo:
@@ -58,8 +64,67 @@ def test_a_proxy_that_knows_no_replica_is_stale_even_when_every_proxy_lost_them(
     assert all(s.running == frozenset({"h1", "h2"}) for s in stale)
 
 
-def test_unreadable_rows_are_not_judged():
-    assert stale_routes(STATUS, [row("p-w1", "/", None)]) == ()
+GOOD = [row("p-head", "/", {"a1", "a2"}, "SleepyPid"), row("p-w1", "/", {"a1", "a2"}, "SleepyPid"),
+        row("p-head", "/health", {"h1", "h2"}, "HealthToggle"), row("p-w1", "/health", {"h1", "h2"}, "HealthToggle")]
+
+
+def test_unreadable_rows_are_not_stale_but_unread_and_the_reading_has_not_converged():
+    routing = [*GOOD[:3], dataclasses.replace(row("p-w1", "/health", None), error="GetTimeoutError: slow")]
+    assert stale_routes(STATUS, routing) == ()
+    got = reading(STATUS, routing, ("/", "/health"))
+    assert not got.converged and [str(u) for u in got.unread] == [
+        "proxy on worker1 for /health: could not be read (GetTimeoutError: slow)"]
+    assert reading(STATUS, GOOD, ("/", "/health")).converged
+
+
+def test_a_healthy_proxy_missing_from_the_reading_or_a_blind_status_is_unread():
+    missing = reading(STATUS, GOOD[:1] + GOOD[2:3], ("/", "/health"))  # worker1's proxy not read at all
+    assert not missing.converged and {(u.node, u.route) for u in missing.unread} == {("worker1", "/"),
+                                                                                     ("worker1", "/health")}
+    blind = reading(dataclasses.replace(STATUS, serve_api_reachable=False), GOOD, ("/",))
+    assert not blind.converged and "the Serve API did not answer" in str(blind)
+    assert not reading(STATUS, [], ("/",)).converged
+
+
+@dataclasses.dataclass
+class RoutingStub:
+    """Test equipment: a cluster whose status is STATUS and whose proxy_routing is ``answer``."""
+
+    answer: Callable[[tuple[str, ...]], tuple[ProxyRoute, ...]]
+
+    def status(self) -> StackStatus:
+        return STATUS
+
+    def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
+        return self.answer(tuple(routes))
+
+
+def _raise(routes: tuple[str, ...]) -> tuple[ProxyRoute, ...]:
+    raise RoutingUnavailable("could not read the proxies' routing (driver exit 1): AttributeError: no such method")
+
+
+def test_a_wait_that_never_read_the_routing_raises_and_the_verdict_is_unknown_never_a_pass():
+    with pytest.raises(RoutingUnavailable, match="no reading .* succeeded .*AttributeError: no such method"):
+        wait_routing_converged(RoutingStub(_raise), timeout_s=0.3, interval_s=0.05)
+    verdict = routing_verdict(RoutingStub(_raise), "replacement_routed", timeout_s=0.3)
+    assert verdict.status is Status.UNKNOWN and "AttributeError: no such method" in verdict.reason
+
+
+def test_every_proxy_timing_out_makes_the_verdict_unknown_naming_each_proxy():
+    def timeouts(routes: tuple[str, ...]) -> tuple[ProxyRoute, ...]:
+        return tuple(dataclasses.replace(r, replicas=None, error="GetTimeoutError: 5 s") for r in GOOD)
+
+    verdict = routing_verdict(RoutingStub(timeouts), timeout_s=0.3)
+    assert verdict.status is Status.UNKNOWN and verdict.figures["unread_routes"] == 4
+    assert "proxy on worker1 for /health: could not be read (GetTimeoutError: 5 s)" in verdict.reason
+
+
+def test_the_verdict_fails_only_on_a_stale_route_and_passes_only_on_a_full_match():
+    stale = [*GOOD[:3], row("p-w1", "/health", {"h0"}, "HealthToggle")]
+    fail = routing_verdict(RoutingStub(lambda routes: tuple(stale)), timeout_s=0.3)
+    assert fail.status is Status.FAIL and fail.figures["stale_routes"] == 1 and "proxy on worker1" in fail.reason
+    good = routing_verdict(RoutingStub(lambda routes: tuple(GOOD)), timeout_s=0.3)
+    assert good.status is Status.PASS and good.figures == {"stale_routes": 0.0, "unread_routes": 0.0}
 
 
 @dataclass

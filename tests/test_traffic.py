@@ -27,6 +27,7 @@ from harness.traffic import (
     AnyOk,
     BodyJudgement,
     ExactBody,
+    TRAFFIC_NICE,
     PidBody,
     Traffic,
     TrafficError,
@@ -275,6 +276,14 @@ def test_a_child_that_cannot_start_is_reported_with_its_error(tmp_path: Path):
         with pytest.raises(TrafficError, match="exited with 1 before starting(.|\n)*ModuleNotFoundError"):
             traffic.start()
         assert not traffic.running
+
+
+def test_the_traffic_child_has_precedence_over_the_stack_it_measures(tmp_path: Path):
+    with LoopbackServer() as server, traffic_to(server, tmp_path, duration_s=1.0) as traffic:
+        assert traffic.pid is not None
+        expected = TRAFFIC_NICE if os.geteuid() == 0 else os.getpriority(os.PRIO_PROCESS, 0)
+        assert traffic.nice == expected == os.getpriority(os.PRIO_PROCESS, traffic.pid)
+        traffic.wait()
 
 
 def test_the_harness_process_never_imports_locust(tmp_path: Path):
