@@ -8,10 +8,9 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from harness.stats import format_table, observations, scenario_stats
+from harness.stats import format_table, observations, run_folders, scenario_stats, summary_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,9 +34,13 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             print(f"=== run {i}/{args.repeat} ===", flush=True)
             codes.append(subprocess.run([sys.executable, "-m", "pytest", "scenarios/test_guide.py", "-q",
                                          "-p", "no:cacheprovider", "--report-dir", str(folder), *extra], cwd=REPO).returncode)
-    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    runs = run_folders(folder)
     table = scenario_stats(observations(runs))
     print(f"\n{len(runs)} runs in {folder}\n" + format_table(table))
-    (folder / "stats.json").write_text(json.dumps([asdict(s) | {"pass_rate": s.pass_rate} for s in table], indent=2))
+    print(summary_line(table))
+    (folder / "stats.json").write_text(json.dumps([s.to_json() for s in table], indent=2))
     print(f"stats: {folder / 'stats.json'}")
-    return 0 if all(s.passed == s.runs for s in table) and not any(codes) else 1
+    ok = all(s.as_expected == s.runs for s in table) and not any(codes)
+    if ok and any(s.expected_failures for s in table):
+        print("only expected failures (known issues shown as pinned): exit 0")
+    return 0 if ok else 1

@@ -25,13 +25,11 @@ from dataclasses import dataclass
 
 from harness.checkers import Status, Verdict
 from harness.cluster import Cluster, ProxyRoute, StackStatus
+from harness.known_issues import STALE_PROXIES
 from harness.waiting import WaitTimeout, wait_until
 
 MARKER = "SERVE_CHAOS_ROUTING "
 DRIVER_TIMEOUT_S = 60.0  # one reading of every proxy's routing (a driver): at most this long
-KNOWN_ISSUE = "ray-project/ray#63784"
-# what a scenario that shows it carries as its known_issue (verdict.json, the report's label)
-STALE_PROXIES = f"{KNOWN_ISSUE} (proxies that outlive a replaced controller never hear of new replicas)"
 
 _SNIPPET = """
 import json
@@ -249,7 +247,7 @@ def routing_verdict(cluster: Cluster, name: str = "routing_converged", timeout_s
     if last.stale:
         unread = f"; also unread: {'; '.join(map(str, last.unread))}" if last.unread else ""
         return Verdict(name, Status.FAIL, f"after {timeout_s:g}s, " + "; ".join(map(str, last.stale)) +
-                       f" ({STALE_PROXIES}){unread}", figures=figures)
+                       f" ({STALE_PROXIES.label}){unread}", figures=figures)
     if last.unread:
         return Verdict(name, Status.UNKNOWN, f"after {timeout_s:g}s, not every proxy's routing could be read: {last}",
                        figures=figures)

@@ -36,6 +36,8 @@ from harness.cluster import Cluster, Endpoint, StackStatus
 from harness.evidence import IdentityRow, identities
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter
+from harness.known_issues import KnownIssue, Outcome, expected_status, known_issue_note, outcome
+from harness.known_issues import ray_version as current_ray_version
 from harness.traffic import PidBody, ResponseCheck, Traffic
 from harness.waiting import WaitTimeout, observation_window, wait_until
 
@@ -91,13 +93,35 @@ class ScenarioResult:
     identities: tuple[IdentityRow, ...]
     findings: tuple[str, ...]
     phases: tuple[PhaseTiming, ...]
-    expected: Status = Status.PASS  # a control must fail
-    known_issue: str = ""  # a known defect of Ray Serve this scenario shows: it is expected to fail until fixed
+    expected: Status = Status.PASS  # a control must fail (a known issue's expectation is derived: known_issues.py)
+    known_issue: KnownIssue | None = None  # a known defect of Ray Serve this scenario shows, pinned to versions
+    ray_version: str = ""  # the Ray version the stack ran
+
+    @property
+    def expected_status(self) -> Status:
+        return expected_status(self.expected, self.known_issue, self.ray_version)
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome(self.verdict, expected=self.expected, known_issue=self.known_issue,
+                       ray_version=self.ray_version)
+
+    @property
+    def is_control(self) -> bool:
+        """A control: expected to fail on a stack broken on purpose (its figures are not the scenario's)."""
+        return self.expected is Status.FAIL and self.known_issue is None
+
+    @property
+    def known_issue_note(self) -> str:
+        return known_issue_note(self.known_issue, self.ray_version, self.outcome)
 
     def to_json(self) -> dict:
         return {
             "scenario": self.scenario, "stack_run_id": self.stack_run_id, "status": str(self.verdict.status),
-            "expected_status": str(self.expected), "known_issue": self.known_issue,
+            "outcome": str(self.outcome), "expected_status": str(self.expected_status),
+            "control": self.is_control, "ray_version": self.ray_version,
+            "known_issue": self.known_issue.to_json() if self.known_issue else None,
+            "known_issue_note": self.known_issue_note,
             "reason": self.verdict.reason, "verdict": self.verdict.to_json(), "budget": asdict(self.budget),
             "serving_endpoints": list(self.serving), "identities": [asdict(r) for r in self.identities],
             "findings": list(self.findings), "phases": [asdict(p) for p in self.phases],
@@ -107,7 +131,9 @@ class ScenarioResult:
 def is_control(verdict_json: Mapping) -> bool:
     """Whether a verdict.json is a control's: expected to fail, on a stack broken on purpose. A scenario that
     shows a known Serve issue is expected to fail too, but its figures are the scenario's own."""
-    expected = verdict_json.get("expected_status", str(Status.PASS))
+    if "control" in verdict_json:
+        return bool(verdict_json["control"])
+    expected = verdict_json.get("expected_status", str(Status.PASS))  # an older verdict.json
     return expected != str(Status.PASS) and not verdict_json.get("known_issue")
 
 
@@ -137,7 +163,8 @@ def traffic_coverage(history: History, nodes: Sequence[str], after_recovery_s: f
 class ScenarioRun:
     def __init__(self, name: str, cluster: Cluster, out_dir: str | Path, budget: Budget, *,
                  allowed_networks: Sequence[str] = (), check: ResponseCheck = PidBody(), expected: Status = Status.PASS,
-                 progress: Callable[[str], None] | None = None, max_traffic_s: float = 900.0, known_issue: str = ""):
+                 progress: Callable[[str], None] | None = None, max_traffic_s: float = 900.0,
+                 known_issue: KnownIssue | None = None, ray_version: str | None = None):
         self.name = name
         self.cluster = cluster
         self.out_dir = Path(out_dir)
@@ -147,7 +174,8 @@ class ScenarioRun:
         self.check = check
         self.max_traffic_s = max_traffic_s
         self.known_issue = known_issue
-        self.expected = Status.FAIL if known_issue else expected
+        self.ray_version = ray_version or current_ray_version()
+        self.expected = expected  # a control's; a known issue's expectation follows from its versions
         self.history_path = self.out_dir / "history.jsonl"
         self.history_path.unlink(missing_ok=True)
         self.writer = HistoryWriter(self.history_path)
@@ -283,13 +311,14 @@ class ScenarioRun:
         verdict = combine(self.name, list(checks))
         result = ScenarioResult(self.name, self.cluster.run_id, verdict, self.budget, tuple(serving),
                                 identities(before, after), tuple(f for fault in self.faults for f in fault.findings),
-                                tuple(self.phases), self.expected, self.known_issue)
+                                tuple(self.phases), self.expected, self.known_issue, self.ray_version)
         (self.out_dir / "verdict.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
         if verdict.status is not Status.PASS:
             self.collect_diagnostics()
         _allure_attach(self.out_dir)
         _attach_timeline(self.out_dir)
-        self.progress(f"[{self.name}] verdict {verdict.status}: {explain(verdict)}")
+        note = f" ({result.known_issue_note})" if result.known_issue_note else ""
+        self.progress(f"[{self.name}] verdict {verdict.status}, {result.outcome}{note}: {explain(verdict)}")
         return result
 
     def collect_diagnostics(self) -> None:

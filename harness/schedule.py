@@ -92,6 +92,7 @@ from harness.faults import (
     FailHealthCheck, Fault, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
 )
 from harness.history import EventKind, FaultEvent, History, HistoryTail, RequestRecord
+from harness.known_issues import KnownIssue
 from harness.routing import DRIVER_TIMEOUT_S, routing_verdict
 from harness.scenario import (
     DEFAULT_BUDGETS, Budget, ScenarioResult, ScenarioRun, explain, fault_took_effect, load_budget,
@@ -318,7 +319,7 @@ class ScheduleConfig:
     healthy_timeout_s: float = 120.0  # arrange: how long the stack may take to be healthy before a schedule
     check_routing: bool = True  # after a step converged, every proxy must route to the controller's replicas
     routing_timeout_s: float = 15.0  # ... within this long (harness/routing.py)
-    known_issue: str = ""  # a known Serve defect the schedule shows: its verdict.json expects a fail
+    known_issue: KnownIssue | None = None  # a known Serve defect the schedule shows (pinned to Ray versions)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
@@ -991,7 +992,7 @@ class _ScheduleMachine(RuleBasedStateMachine):
         budget = self.session.budgets.for_step(s.fault for state in self.states for s in state.specs)
         result = ScenarioResult(SCENARIO, self.session.cluster.run_id, verdict, budget, self.labels, rows,
                                 tuple(f for state in self.states for fault in state.faults for f in fault.findings),
-                                tuple(run.phases), run.expected, run.known_issue)
+                                tuple(run.phases), run.expected, run.known_issue, run.ray_version)
         (run.out_dir / "verdict.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.scenario import is_control
+from harness.known_issues import Outcome
+from harness.report.model import result_from_json
 
 
 @dataclass(frozen=True)
@@ -42,34 +43,61 @@ class Spread:
 class ScenarioStats:
     scenario: str
     runs: int
-    passed: int
+    outcomes: Mapping[Outcome, int]  # how many runs ended in each outcome
     longest_outage_s: Spread
     time_to_recover_s: Spread
     availability: Spread
 
     @property
+    def passed(self) -> int:
+        return self.outcomes.get(Outcome.PASSED, 0)
+
+    @property
+    def expected_failures(self) -> int:
+        return self.outcomes.get(Outcome.EXPECTED_FAILURE, 0)
+
+    @property
+    def as_expected(self) -> int:
+        """Passed, or failed exactly as its known issue says (pytest's xfail)."""
+        return self.passed + self.expected_failures
+
+    @property
     def pass_rate(self) -> float:
-        return self.passed / self.runs if self.runs else 0.0
+        return self.as_expected / self.runs if self.runs else 0.0
+
+    def to_json(self) -> dict:
+        return {"scenario": self.scenario, "runs": self.runs, "pass_rate": self.pass_rate,
+                "outcomes": {str(o): n for o, n in self.outcomes.items()},
+                "longest_outage_s": asdict(self.longest_outage_s), "time_to_recover_s": asdict(self.time_to_recover_s),
+                "availability": asdict(self.availability)}
 
 
 @dataclass(frozen=True)
 class Observation:
     scenario: str
-    status: str
-    figures: dict[str, float]
+    outcome: Outcome
+    figures: Mapping[str, float]
+    known_issue_note: str = ""
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The run folders inside a folder of runs, each once: a symlink (``latest``) is not another run."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink())
 
 
 def observations(run_dirs: Iterable[Path]) -> list[Observation]:
+    """Every scenario's verdict in these runs, read by the report's typed reader; controls left out (their
+    figures are not the scenario's)."""
     found = []
     for run_dir in run_dirs:
         for verdict_file in sorted(Path(run_dir).glob("*/verdict.json")):
-            data = json.loads(verdict_file.read_text())
-            if is_control(data):
-                continue  # a control's figures are not the scenario's
+            result = result_from_json(json.loads(verdict_file.read_text()))
+            if result.is_control:
+                continue
             figures: dict[str, float] = {}
-            for part in data["verdict"].get("parts", []):
-                figures.update({k: float(v) for k, v in part.get("figures", {}).items()})
-            found.append(Observation(data["scenario"], data["status"], figures))
+            for part in result.verdict.parts:
+                figures.update(part.figures)
+            found.append(Observation(result.scenario, result.outcome, figures, result.known_issue_note))
     return found
 
 
@@ -82,14 +110,27 @@ def scenario_stats(found: Sequence[Observation]) -> list[ScenarioStats]:
         def values(key: str) -> list[float]:
             return [o.figures[key] for o in mine if key in o.figures]
 
-        table.append(ScenarioStats(name, len(mine), sum(o.status == "pass" for o in mine),
+        table.append(ScenarioStats(name, len(mine), {o: sum(x.outcome is o for x in mine) for o in Outcome},
                                    Spread.of(values("longest_outage_s")), Spread.of(values("time_to_recover_s")),
                                    Spread.of(values("availability"))))
     return table
 
 
 def format_table(table: Sequence[ScenarioStats]) -> str:
-    lines = [f"{'scenario':<22}{'pass rate':>12}  {'longest outage median [min-max]':<34}{'time to recover median [min-max]':<34}"]
+    lines = [f"{'scenario':<22}{'as expected':>12}  {'outcomes':<40}{'longest outage median [min-max]':<34}"
+             f"{'time to recover median [min-max]':<34}"]
     for s in table:
-        lines.append(f"{s.scenario:<22}{f'{s.passed}/{s.runs}':>12}  {s.longest_outage_s.text():<34}{s.time_to_recover_s.text():<34}")
+        outcomes = ", ".join(f"{n} {o}" for o, n in s.outcomes.items() if n)
+        lines.append(f"{s.scenario:<22}{f'{s.as_expected}/{s.runs}':>12}  {outcomes:<40}{s.longest_outage_s.text():<34}"
+                     f"{s.time_to_recover_s.text():<34}")
     return "\n".join(lines)
+
+
+def summary_line(table: Sequence[ScenarioStats]) -> str:
+    """Failures apart from expected failures, and unexpected passes named."""
+    total = {o: sum(s.outcomes.get(o, 0) for s in table) for o in Outcome}
+    text = ", ".join(f"{n} {o}" for o, n in total.items() if n) or "nothing ran"
+    surprising = [s.scenario for s in table if s.outcomes.get(Outcome.UNEXPECTED_PASS)]
+    if surprising:
+        text += f"; unexpected pass (a known issue stopped showing): {', '.join(surprising)}"
+    return text

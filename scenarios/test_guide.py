@@ -11,7 +11,7 @@ import pytest
 
 from harness import guide
 from harness.checkers import Status
-from harness.routing import STALE_PROXIES
+from harness.known_issues import STALE_PROXIES, Outcome
 from harness.scenario import ScenarioResult, explain
 
 pytestmark = pytest.mark.stack
@@ -22,14 +22,20 @@ def assert_passed(result: ScenarioResult) -> None:
 
 
 def assert_known_issue(result: ScenarioResult, check: str) -> None:
-    """The scenario fails on exactly the check that shows the known Serve defect, and passes every other: if
-    the defect is fixed (the check passes), this fails, so that the scenario is turned back into a plain one."""
+    """On a Ray version the issue was seen on, the scenario fails on exactly the check that shows the defect (a
+    FAIL carrying the issue's figure), and passes every other: an UNKNOWN or another failure is not the known
+    issue, and a pass is an unexpected pass (the defect may be fixed: drop the expectation). On another version
+    it runs as a plain scenario and must pass."""
     failed = sorted(v.name for v in result.verdict.parts if v.status is not Status.PASS)
-    assert failed == [check], (
-        f"{result.scenario}: expected to fail on {check} alone ({result.known_issue}), but failed on {failed}: "
-        f"{explain(result.verdict)}" if failed else
-        f"{result.scenario}: {check} passed: {result.known_issue} no longer shows on this Ray; "
-        "drop known_issue and assert a pass")
+    issue = result.known_issue
+    assert issue is not None
+    if not issue.applies_to(result.ray_version):
+        assert result.outcome is Outcome.PASSED, f"{result.scenario}: {result.known_issue_note}; {explain(result.verdict)}"
+        return
+    assert result.outcome is Outcome.EXPECTED_FAILURE and failed == [check], (
+        f"{result.scenario}: {result.outcome}: expected to fail on {check} alone ({issue.label}), but failed on "
+        f"{failed}: {explain(result.verdict)}" if failed else
+        f"{result.scenario}: {check} passed: {result.known_issue_note}")
 
 
 def test_worker_pod_failure(stack, scenario):

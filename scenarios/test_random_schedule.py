@@ -24,7 +24,7 @@ import pytest
 from harness import guide
 from harness.checkers import Status
 from harness.pytest_plugin import progress_writer, restore
-from harness.routing import STALE_PROXIES
+from harness.known_issues import STALE_PROXIES, KnownIssue
 from harness.schedule import (
     REPLAY_ENV, FaultSpec, ScheduleConfig, load_schedule, replay_schedule, run_schedule, selected_profile,
     selected_seed,
@@ -33,7 +33,7 @@ from harness.schedule import (
 pytestmark = pytest.mark.stack
 
 
-def stack_schedule_config(stack_config, known_issue: str = "") -> ScheduleConfig:
+def stack_schedule_config(stack_config, known_issue: KnownIssue | None = None) -> ScheduleConfig:
     """The schedule's settings for the guide's stack: its app's deployment and the health-check app."""
     return ScheduleConfig(deployment=stack_config.app.deployment, health_route=guide.HEALTH_ROUTE,
                           health_deployment=guide.HEALTH_DEPLOYMENT, known_issue=known_issue)
@@ -77,4 +77,4 @@ def test_random_schedule_control(stack, stack_config, report_dir, pytestconfig):
     first, second = result.examples[-1].steps
     assert first.status is Status.PASS, f"the controller step alone must pass: {first.reason}"
     assert second.status is Status.FAIL and "routing_converged: fail" in second.reason, (
-        f"step 2 must fail on routing ({STALE_PROXIES}): {second.reason}")
+        f"step 2 must fail on routing ({STALE_PROXIES.label}): {second.reason}")

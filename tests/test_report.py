@@ -12,6 +12,7 @@ import pytest
 
 from harness.checkers import Status, availability, longest_outage
 from harness.cli import main
+from harness.known_issues import KnownIssue, Outcome
 from harness.history import EventKind, History
 from harness.report import (
     attach_timeline, compare_runs, load_run, load_scenario, scrub_tree, update_latest, write_comparison,
@@ -495,7 +496,7 @@ def test_a_control_scenario_must_fail_and_a_control_that_passes_is_the_regressio
     control = run_a.scenario("test_head_failure_control")
     assert control.status is Status.FAIL and control.expected is Status.FAIL and control.as_expected
     html = write_run_report(a).read_text()
-    assert "control scenario: must fail on its broken stack · as expected" in html
+    assert "control scenario: must fail on its broken stack · failed as it must" in html
     cmp = compare_runs(run_a, load_run(b))
     assert [(d.folder, d.regressions) for d in cmp.regressed] == [("test_head_failure_control", ("verdict",))]
     assert "NOT as expected" in write_run_report(b).read_text()
@@ -503,15 +504,19 @@ def test_a_control_scenario_must_fail_and_a_control_that_passes_is_the_regressio
 
 def test_a_known_issue_scenario_is_labelled_with_the_issue_not_as_a_control(tmp_path: Path):
     run = tmp_path / "20261125-110000-cccc"
-    folder = write_scenario(run, "controller_failure", outage=(5.0, 12.0), expected="fail")
-    verdict = json.loads((folder / "verdict.json").read_text())
-    verdict["known_issue"] = "ray-project/ray#63784 (stale <proxies>)"
-    (folder / "verdict.json").write_text(json.dumps(verdict))
+    issue = KnownIssue("ray-project/ray#63784", "stale <proxies>", ("2.60.0",), "failures")
+    write_scenario(run, "controller_failure", outage=(5.0, 6.0), known_issue=issue)  # fails on availability only
     summary = load_run(run).scenario("test_controller_failure")
     assert summary.known_issue == "ray-project/ray#63784 (stale <proxies>)" and summary.as_expected
+    assert summary.outcome is Outcome.EXPECTED_FAILURE
     html = write_run_report(run).read_text()
-    assert "known Serve issue: ray-project/ray#63784 (stale &lt;proxies&gt;) · expected to fail until fixed · as expected" in html
-    assert "control scenario" not in html
+    assert "known issue ray-project/ray#63784 (stale &lt;proxies&gt;) shown on Ray 2.60.0, as expected" in html
+    assert "expected failure 1" in html and "control scenario" not in html
+    other = tmp_path / "20261125-120000-dddd"
+    write_scenario(other, "controller_failure", outage=(5.0, 5.2), known_issue=issue, ray_version="2.61.0")
+    html = write_run_report(other).read_text()
+    assert "known issue ray-project/ray#63784 (seen on Ray 2.60.0) not confirmed on Ray 2.61.0" in html
+    assert load_run(other).scenario("test_controller_failure").outcome is Outcome.PASSED
 
 
 # -- command line ------------------------------------------------------------------------------

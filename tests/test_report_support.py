@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness.checkers import combine
+from harness.checkers import Status, combine
 from harness.evidence import IdentityRow
+from harness.known_issues import KnownIssue
 from harness.history import EventKind, FaultEvent, History, HistoryWriter, Record, TrafficPhase
 from harness.scenario import Budget, PhaseTiming, ScenarioResult, ScenarioRun, fault_took_effect
 from history_builders import WALL_OFFSET, event, steady, traffic_mark
@@ -63,17 +64,19 @@ def write_history(folder: Path, records: list[Record]) -> History:
 
 def write_scenario(run_dir: Path, name: str, *, outage: tuple[float, float] | None = None, fault: bool = True,
                    recovered: bool = True, verdict: bool = True, logs: dict[str, str] | None = None,
-                   expected: str | None = None) -> Path:
+                   expected: str | None = None, known_issue: KnownIssue | None = None,
+                   ray_version: str = "2.60.0") -> Path:
     """A scenario folder as ScenarioRun leaves it; ``verdict=False`` stops before verdict.json (a crash);
-    ``expected="fail"`` marks a control scenario (verdict.json's optional ``expected_status``)."""
+    ``expected="fail"`` marks a control scenario; ``known_issue`` a scenario that shows one."""
     folder = run_dir / f"test_{name}"
     history = write_history(folder, scenario_records(outage=outage, fault=fault, recovered=recovered))
     if verdict:
         runner = SimpleNamespace(budget=BUDGET)  # standard_checks reads only the budget
         checks = [fault_took_effect(history), *ScenarioRun.standard_checks(runner, history, list(NODES))]
         phases = tuple(PhaseTiming(n, t, 0.1, "ok") for n, t in PHASES)
-        result = ScenarioResult(name, "sc000000", combine(name, checks), BUDGET, NODES, IDENTITIES, (), phases)
-        obj = result.to_json() | ({"expected_status": expected} if expected else {})
+        result = ScenarioResult(name, "sc000000", combine(name, checks), BUDGET, NODES, IDENTITIES, (), phases,
+                                Status(expected) if expected else Status.PASS, known_issue, ray_version)
+        obj = result.to_json()
         (folder / "verdict.json").write_text(json.dumps(obj, indent=2, default=str))
     for rel, text in (logs or {}).items():
         (folder / "logs" / rel).parent.mkdir(parents=True, exist_ok=True)

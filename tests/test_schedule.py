@@ -24,6 +24,7 @@ import pytest
 from harness.checkers import Status
 from harness.fake import HEAD, FakeApp, FakeCluster, FakeConfig
 from harness.history import ErrorKind, History, RequestRecord, TrafficMark, TrafficPhase
+from harness.known_issues import STALE_PROXIES
 from harness.schedule import (
     FAULT_KINDS, PROFILES, PROFILE_ENV, SEED_ENV, FaultSpec, ScheduleConfig, ScheduleProfile, ScheduleResult,
     Topology, fault_specs, load_schedule, load_schedule_budgets, replay_schedule, run_schedule, selected_profile,
@@ -230,7 +231,8 @@ def test_a_replaced_controller_then_a_replica_kill_fails_on_stale_proxy_routing(
     for stale in (False, True):
         with FakeCluster(dataclasses.replace(HEALTHY, stale_proxies_after_new_controller=stale)) as cluster:
             cluster.wait_healthy()
-            config = ScheduleConfig(**FAST_SCHEDULE, routing_timeout_s=0.5, known_issue="stale" if stale else "")
+            config = ScheduleConfig(**FAST_SCHEDULE, routing_timeout_s=0.5,
+                                    known_issue=STALE_PROXIES if stale else None)
             results[stale] = replay_schedule(cluster, tmp_path / str(stale), steps, config=config,
                                              budgets=healthy_budgets, progress=quiet)
     assert results[False].verdict is Status.PASS, results[False].explain()
@@ -241,8 +243,8 @@ def test_a_replaced_controller_then_a_replica_kill_fails_on_stale_proxy_routing(
     assert "routing_converged" in second.reason and "ray-project/ray#63784" in second.reason
     # a known issue's schedule is expected to fail: its verdict.json says so, for the report
     verdicts = {stale: json.loads((tmp_path / str(stale) / "verdict.json").read_text()) for stale in (False, True)}
-    assert (verdicts[True]["expected_status"], verdicts[True]["known_issue"]) == ("fail", "stale")
-    assert (verdicts[False]["expected_status"], verdicts[False]["known_issue"]) == ("pass", "")
+    assert (verdicts[True]["expected_status"], verdicts[True]["known_issue"]["id"]) == ("fail", STALE_PROXIES.id)
+    assert (verdicts[False]["expected_status"], verdicts[False]["known_issue"]) == ("pass", None)
 
 
 # --- without a cluster ---------------------------------------------------------------------------

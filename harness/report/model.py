@@ -23,6 +23,7 @@ from harness.checkers import (
 )
 from harness.evidence import IdentityRow
 from harness.history import History, HistoryError
+from harness.known_issues import KnownIssue, Outcome, outcome
 from harness.scenario import Budget, PhaseTiming, ScenarioResult, explain
 
 HISTORY = "history.jsonl"
@@ -126,13 +127,24 @@ class ScenarioSummary:
     schedule: ScheduleView | None = None  # schedule.json, for a random schedule
 
     @property
+    def outcome(self) -> Outcome:
+        """passed / failed / unknown / expected failure / unexpected pass (harness.known_issues.outcome)."""
+        if self.result is not None and self.status is self.result.verdict.status:
+            return self.result.outcome
+        return outcome(Verdict("", self.status, ""), expected=self.expected, known_issue=None, ray_version="")
+
+    @property
     def as_expected(self) -> bool:
-        return self.status is self.expected
+        return self.outcome.as_expected
 
     @property
     def known_issue(self) -> str:
         """The known Ray Serve defect this scenario shows (it is expected to fail until fixed), or ''."""
-        return self.result.known_issue if self.result else ""
+        return self.result.known_issue.label if self.result and self.result.known_issue else ""
+
+    @property
+    def known_issue_note(self) -> str:
+        return self.result.known_issue_note if self.result else ""
 
     @property
     def checks(self) -> tuple[Verdict, ...]:
@@ -164,6 +176,10 @@ class RunSummary:
     def count(self, status: Status) -> int:
         return sum(s.status is status for s in self.scenarios)
 
+    def outcomes(self) -> dict[Outcome, int]:
+        """How many scenarios ended in each outcome (expected failures apart from failures, like pytest's xfail)."""
+        return {o: sum(s.outcome is o for s in self.scenarios) for o in Outcome}
+
 
 # ---------------------------------------------------------------------------------------------
 # verdict.json -> ScenarioResult
@@ -193,9 +209,17 @@ def result_from_json(obj: Mapping) -> ScenarioResult:
         identities=tuple(_record(IdentityRow, r) for r in obj.get("identities") or ()),
         findings=tuple(obj.get("findings") or ()),
         phases=tuple(_record(PhaseTiming, p) for p in obj.get("phases") or ()),
-        expected=Status(obj.get(EXPECTED, Status.PASS)),
-        known_issue=str(obj.get("known_issue") or ""),
+        expected=_expected(obj),
+        known_issue=KnownIssue.from_json(obj.get("known_issue")),
+        ray_version=str(obj.get("ray_version") or ""),
     )
+
+
+def _expected(obj: Mapping) -> Status:
+    """A control's expectation (a known issue's is derived from its versions, not stored)."""
+    if "control" in obj:
+        return Status.FAIL if obj["control"] else Status.PASS
+    return Status(obj.get(EXPECTED, Status.PASS)) if not obj.get("known_issue") else Status.PASS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +376,7 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
         folder=folder.name, scenario=result.scenario if result else folder.name.removeprefix("test_"),
         status=status, reason=reason, result=result, history=history, figures=figures,
         files=files, logs=logs, problems=tuple(problems),
-        expected=result.expected if result else Status.PASS, schedule=schedule,
+        expected=result.expected_status if result else Status.PASS, schedule=schedule,
     )
 
 

@@ -150,7 +150,7 @@ def write_run_report(run_dir: Path, *, config: dict | None = None) -> Path:
     html = _env.get_template("run.html.j2").render(
         run=run, problems=[*run.problems, *problems], figures=figures, plotly_js=plotly_js() if figures else "",
         config=config_view(run, redacted, source), config_file=CONFIG_REDACTED if redacted else None,
-        generated=_now(), counts={s: run.count(s) for s in Status},
+        generated=_now(), counts={s: run.count(s) for s in Status}, outcomes=run.outcomes(),
     )
     index = run_dir / INDEX
     _write(index, redacted.scrub(html) if redacted else html)
