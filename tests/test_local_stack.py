@@ -18,7 +18,7 @@ import redis
 import requests
 
 from harness.local import system
-from harness.local.backend import LocalCluster, StackError, leftovers
+from harness.local.backend import LocalCluster, leftovers
 from harness.local.config import load_config
 from harness.local.layout import RunLayout
 from harness.secrets import Secret

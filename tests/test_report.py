@@ -23,7 +23,7 @@ from harness.report.compare import Movement
 from harness.report.model import RETRIED
 from harness.report.redact import redact_config
 from harness.report.timeline import BandKind, bin_seconds, fault_bands, marks, phase_spans, timeline_figure
-from harness.schedule import FaultSpec, Step
+from harness.schedules import FaultSpec, Step
 from harness.secrets import REDACTED
 from history_builders import event, steady
 from test_report_support import (
@@ -199,21 +199,21 @@ WORKER_REASON = "traffic_within_budget: fail: longest_outage: fail: 7.000s on a 
 
 
 def _step(index: int, *faults: tuple[str, str], status: Status, reason: str = "") -> dict:
-    """A step as harness.schedule writes it into schedule.json."""
+    """A step as harness.schedules writes it into schedule.json."""
     return Step(index, tuple(FaultSpec(f, t) for f, t in faults), ("a", "b"), 2.0 * index, 20.0, status,
                 reason).to_json()
 
 
 def _schedule(original: list[dict] | None, minimal: list[dict] | None, *, verdict: str, reason: str,
-              examples: int = 3, hypothesis: str = "") -> dict:
-    """schedule.json as ``harness.schedule._schedule_json`` writes it (the keys the report reads, and others)."""
+              examples: int = 3, replays: str = "") -> dict:
+    """schedule.json as ``ScheduleResult.to_json`` writes it (the keys the report reads, and others)."""
     return {
         "scenario": "random_schedule", "seed": 1234, "verdict": verdict, "reason": reason,
         "original": original, "minimal": minimal,
         "original_example": 1 if original else None, "minimal_example": 3 if minimal else None,
         "minimal_reason": f"step 1: KillWorkerPod(b): {WORKER_REASON}" if minimal else None,
-        "replay": {"seed": "replay with SERVE_CHAOS_SCHEDULE_SEED=1234 or pytest --hypothesis-seed=1234",
-                   "hypothesis": hypothesis},
+        "replay": {"seed": "replay with SERVE_CHAOS_SCHEDULE_SEED=1234"},
+        "replays": {"failed": 3, "of": 3, "text": replays} if replays else None,
         "profile": None, "topology": {"head": "a", "workers": ["b"], "nodes": ["a", "b"]}, "faults": [],
         "allow_all_workers_down": False, "seconds": 80.0, "bound_s": 2000.0,
         "examples": [{"example": n, "outcome": "pass", "steps": []} for n in range(1, examples + 1)],
@@ -245,9 +245,8 @@ def test_a_failed_random_schedule_shows_its_original_and_minimal_schedules_side_
     original = [_step(1, ("KillReplica", "a"), status=Status.PASS, reason="within budget"),
                 _step(2, ("KillProxy", "a"), ("KillWorkerPod", "b"), status=Status.FAIL, reason=WORKER_REASON)]
     minimal = [_step(1, ("KillWorkerPod", "b"), status=Status.FAIL, reason=WORKER_REASON)]
-    blob = "@reproduce_failure('6.170.17', b'AAAAQQAAAUEAAA==')"
     folder = _schedule_scenario(tmp_path, _schedule(original, minimal, verdict="fail", reason=WORKER_REASON,
-                                                    hypothesis=f"Failing test case\n{blob}"))
+                                                    replays="deterministic: failed 3 of 3 replays"))
     summary = load_scenario(folder)
     schedule = summary.schedule
     assert summary.problems == () and schedule is not None
@@ -266,8 +265,7 @@ def test_a_failed_random_schedule_shows_its_original_and_minimal_schedules_side_
     # reasons are escaped, not markup
     assert "Why the minimal schedule fails: step 1: KillWorkerPod(b): traffic_within_budget: fail: " \
            "longest_outage: fail: 7.000s on a (budget &lt;= 1s)" in html
-    details = re.search(r"<details><summary>Hypothesis's report.*?</details>", html, re.S)
-    assert details and "@reproduce_failure(&#39;6.170.17&#39;, b&#39;AAAAQQAAAUEAAA==&#39;)" in details.group(0)
+    assert "Replays of the original schedule: <strong>deterministic: failed 3 of 3 replays</strong>" in html
     assert "fault schedule (JSON)" in html and 'href="test_random_schedule/schedule.json"' in html
 
 

@@ -28,7 +28,7 @@ from harness.cluster import (
     StackStatus,
 )
 from harness.local import system
-from harness.local.config import ConfigError, StackConfig, load_config
+from harness.local.config import ConfigError, StackConfig
 from harness.local.layout import (
     HEAD_NODE, REDIS_NODE, NodeSpec, RunLayout, bridge_address, plan_nodes,
 )

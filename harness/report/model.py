@@ -32,7 +32,7 @@ LOGS = "logs"
 LOGS_ERROR = "logs-error.txt"
 TIMELINE = "timeline.html"
 CONFIG = "config.json"
-SCHEDULE = "schedule.json"  # a random schedule's record (harness.schedule.SCHEDULE_FILE)
+SCHEDULE = "schedule.json"  # a random schedule's record (harness.schedules.records.SCHEDULE_FILE)
 EXPECTED = "expected_status"  # optional in verdict.json: "fail" for a control scenario (default "pass")
 
 RETRIED = f"with_retries.availability_{RETRY_3X_EXPONENTIAL.name}"  # the figure key scenarios write
@@ -85,7 +85,7 @@ class ScheduleStepView:
 @dataclass(frozen=True)
 class ScheduleView:
     """What a random schedule's ``schedule.json`` says: the seed, the verdict, the ORIGINAL failing schedule and
-    the MINIMAL one hypothesis shrank it to (None when no schedule failed), and how to replay them."""
+    the MINIMAL one it was shrunk to (None when no schedule failed), how its replays did, and how to replay them."""
 
     seed: str  # "" for a replay of a recorded schedule
     verdict: str
@@ -96,8 +96,9 @@ class ScheduleView:
     minimal_example: int | None
     minimal_reason: str | None
     replay_hint: str
-    hypothesis_report: str  # hypothesis's falsifying example and reproduce_failure blob
+    replays: str  # how the original failing schedule did when run again ("deterministic: failed 3 of 3 replays")
     examples_run: int
+    known_issue_examples: tuple[int, ...] = ()  # schedules that failed exactly as a pinned known issue says
 
     @property
     def failed(self) -> bool:
@@ -255,8 +256,9 @@ def schedule_from_json(obj: Mapping) -> ScheduleView:
         original_example=_optional_int(obj.get("original_example")),
         minimal_example=_optional_int(obj.get("minimal_example")),
         minimal_reason=None if minimal_reason is None else str(minimal_reason),
-        replay_hint=str(replay.get("seed") or ""), hypothesis_report=str(replay.get("hypothesis") or ""),
+        replay_hint=str(replay.get("seed") or ""), replays=str((obj.get("replays") or {}).get("text") or ""),
         examples_run=len(examples),
+        known_issue_examples=tuple(int(n) for n in obj.get("known_issue_examples") or ()),
     )
 
 
