@@ -42,6 +42,12 @@ from harness.traffic import PidBody, ResponseCheck, Traffic
 from harness.waiting import WaitTimeout, observation_window, wait_until
 
 DEFAULT_BUDGETS = Path(__file__).resolve().parents[1] / "scenarios" / "budgets.toml"
+# How often the fault's probes are asked. Each probe reads the head's API (a status is three requests to the
+# dashboard, which shares the head node's CPU with its proxy and replicas, the latter at Ray's worker niceness
+# 15): polling it four times a second starved the head's proxy into timeouts on this 2-core machine. The
+# detection and recovery times are stated at these resolutions.
+CONFIRM_INTERVAL_S = 0.25
+RECOVER_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,7 @@ class ScenarioRun:
         takes effect is recorded (and fails the verdict through ``fault_took_effect``), not raised."""
         try:
             wait_until(f"{fault.name} on {fault.target} to take effect", fault.taken_effect,
-                       timeout_s=timeout_s or self.budget.confirm_s, interval_s=0.1)
+                       timeout_s=timeout_s or self.budget.confirm_s, interval_s=CONFIRM_INTERVAL_S)
         except WaitTimeout as exc:
             self.writer.note(f"did not take effect: {exc}", name=fault.name, target=fault.target)
             self.progress(f"[{self.name}] {exc}")
@@ -259,7 +265,7 @@ class ScenarioRun:
 
         try:
             wait_until(f"{fault.name} on {fault.target} to recover and the serving endpoints to answer", recovered,
-                       timeout_s=limit, interval_s=0.25)
+                       timeout_s=limit, interval_s=RECOVER_INTERVAL_S)
         except WaitTimeout as exc:
             self.writer.note(f"did not recover: {exc}", name=fault.name, target=fault.target)
             self.progress(f"[{self.name}] {exc}")

@@ -263,10 +263,22 @@ class TrafficCounts:
 
 
 def _raise_priority(pid: int) -> int:
-    """Give our own traffic child precedence over the stack under test; returns the niceness it runs at."""
+    """Give our own traffic child precedence over the stack under test; returns the niceness it runs at.
+
+    The child leads a session of its own (so that Ctrl-C reaches only the harness). With the kernel's
+    autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) every session is a group that gets its
+    share whatever its members' niceness, and a process's niceness counts only inside its group: the group's
+    own niceness is set too (``/proc/<pid>/autogroup``), or the child still stalls for up to a second when the
+    Ray nodes' sessions are busy."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, TRAFFIC_NICE)
     except OSError:  # not root: it runs at the default priority, and a stall shows as a gap
+        pass
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    try:
+        if autogroup.exists():
+            autogroup.write_text(str(TRAFFIC_NICE))
+    except OSError:  # not root, or no autogroup scheduling
         pass
     try:
         return os.getpriority(os.PRIO_PROCESS, pid)

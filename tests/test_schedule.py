@@ -61,7 +61,8 @@ FAST = dict(restart_delay_s=0.15, replica_start_s=0.02, proxy_start_s=0.05, acto
             operator_grace_s=0.1, health_detect_s=0.1, join_delay_s=0.1)
 # The fake's own probes poll fast; recovery may overrun its budget by 0.5 s before the wait gives up.
 TOPOLOGY = Topology.planned(2)
-FAST_SCHEDULE = dict(topology=TOPOLOGY, poll_interval_s=0.02, recovery_grace_s=0.5, settle_margin_s=0.05)
+FAST_SCHEDULE = dict(topology=TOPOLOGY, poll_interval_s=0.02, probe_interval_s=0.02, recovery_grace_s=0.5,
+                     settle_margin_s=0.05)
 
 # As the guide's stack: 2 replicas of the app per node (a restarted node gets its replicas back), and the
 # health-check app on every node, so that no step of at most two faults leaves an endpoint nothing to serve.

@@ -320,8 +320,8 @@ class ScheduleRun:
 
         what = f"step {state.index}'s faults to {'take effect' if probe == 'taken_effect' else 'recover'}"
         try:
-            wait_until(what, every_fault, timeout_s=max(timeout_s, self.context.config.poll_interval_s),
-                       interval_s=self.context.config.poll_interval_s,
+            wait_until(what, every_fault, timeout_s=max(timeout_s, self.context.config.probe_interval_s),
+                       interval_s=self.context.config.probe_interval_s,
                        describe=lambda: "; ".join(f"{faults[i].name}@{faults[i].target}: {m}" for i, m in last.items()))
             ok = True
         except WaitTimeout as exc:

@@ -91,7 +91,9 @@ class ScheduleConfig:
     deployment: str = "SleepyPid"  # KillReplica's deployment
     health_route: str = "/health"  # FailHealthCheck's app (traffic goes there too when it is drawn from)
     health_deployment: str = "HealthToggle"
-    poll_interval_s: float = 0.25  # how often the probes are asked
+    poll_interval_s: float = 0.25  # how often the recorded traffic is read (a file: cheap)
+    probe_interval_s: float = 1.0  # how often the faults' probes are asked (they read the head's API: see
+    # harness/scenario.py RECOVER_INTERVAL_S)
     recovery_grace_s: float = 5.0  # the recovery wait: 1.25 x the step's recovery budget + this
     settle_margin_s: float = 0.25  # settle_s = 2 client timeouts (connect + read) + this
     healthy_timeout_s: float = 120.0  # arrange: how long the stack may take to be healthy before a schedule
