@@ -283,6 +283,9 @@ def test_the_traffic_child_has_precedence_over_the_stack_it_measures(tmp_path: P
         assert traffic.pid is not None
         expected = TRAFFIC_NICE if os.geteuid() == 0 else os.getpriority(os.PRIO_PROCESS, 0)
         assert traffic.nice == expected == os.getpriority(os.PRIO_PROCESS, traffic.pid)
+        autogroup = Path(f"/proc/{traffic.pid}/autogroup")  # the session's group, when the kernel groups by session
+        if os.geteuid() == 0 and autogroup.exists():
+            assert autogroup.read_text().split()[-1] == str(TRAFFIC_NICE), autogroup.read_text()
         traffic.wait()
 
 
