@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.local import system
 from harness.local.backend import LocalCluster
-from harness.local.config import load_config
+from harness.stack.config import load_config
 
 
 def stack_pids(cluster: LocalCluster) -> list[int]:

@@ -32,10 +32,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.checkers import outage_windows, percentile  # noqa: E402
-from harness.cluster import Endpoint  # noqa: E402
+from harness.checkers.traffic import percentile  # noqa: E402
 from harness.history import History, TrafficPhase  # noqa: E402
-from harness.loopback import LoopbackServer, Window  # noqa: E402
+from harness.measures import outage_windows
+from harness.stack.cluster import Endpoint  # noqa: E402
+from harness.testing.loopback import LoopbackServer, Window  # noqa: E402
 from harness.traffic import Traffic  # noqa: E402
 from harness.waiting import wait_until  # noqa: E402
 

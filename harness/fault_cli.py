@@ -9,12 +9,19 @@ import sys
 import time
 from collections.abc import Callable
 
-from harness.cluster import Cluster
-from harness.evidence import identities
+from harness.checkers.evidence import identities
 from harness.faults import (
-    Fault, FailHealthCheck, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
+    FailHealthCheck,
+    Fault,
+    FaultError,
+    KillController,
+    KillHead,
+    KillProxy,
+    KillReplica,
+    KillWorkerPod,
     LoseWorkerNode,
 )
+from harness.stack.cluster import Cluster
 from harness.waiting import WaitTimeout, wait_until
 
 DEFAULT_STATE_DIR = "/tmp/serve-chaos"

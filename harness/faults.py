@@ -15,7 +15,13 @@ from typing import Protocol
 
 import requests
 
-from harness.cluster import Cluster, ControllerInfo, ProxyInfo, ReplicaInfo, StackStatus
+from harness.stack.cluster import (
+    Cluster,
+    ControllerInfo,
+    ProxyInfo,
+    ReplicaInfo,
+    StackStatus,
+)
 
 CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"
 

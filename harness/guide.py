@@ -8,16 +8,28 @@ and expect a fail.
 
 from __future__ import annotations
 
-from harness.checkers import Status, Verdict, longest_outage
-from harness.cluster import Cluster
-from harness.evidence import (
-    controller_replaced, placement, proxy_replaced, replica_count, replicas_kept, replicas_replaced,
+from harness.checkers.evidence import (
+    controller_replaced,
+    placement,
+    proxy_replaced,
+    replica_count,
+    replicas_kept,
+    replicas_replaced,
 )
+from harness.checkers.traffic import longest_outage
 from harness.faults import (
-    FailHealthCheck, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod, LoseWorkerNode,
+    FailHealthCheck,
+    KillController,
+    KillHead,
+    KillProxy,
+    KillReplica,
+    KillWorkerPod,
+    LoseWorkerNode,
 )
 from harness.routing import routing_verdict
 from harness.scenario import ScenarioResult, ScenarioRun, guide_procedure
+from harness.stack.cluster import Cluster
+from harness.verdict import Status, Verdict
 from harness.waiting import WaitTimeout, wait_until
 
 APP_DEPLOYMENT = "SleepyPid"

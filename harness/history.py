@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from harness.cluster import Endpoint
+from harness.stack.cluster import Endpoint
 
 
 class ErrorKind(StrEnum):

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from harness.checkers import Status, Verdict
+from harness.verdict import Status, Verdict
 
 
 class Outcome(StrEnum):

@@ -10,7 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from harness.stats import format_table, observations, run_folders, scenario_stats, summary_line
+from harness.stats import (
+    format_table,
+    observations,
+    run_folders,
+    scenario_stats,
+    summary_line,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

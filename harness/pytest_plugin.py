@@ -87,7 +87,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def stack_config(pytestconfig: pytest.Config):
-    from harness.local.config import load_config
+    from harness.stack.config import load_config
 
     return load_config(pytestconfig.getoption("--stack-config"))
 
@@ -113,12 +113,12 @@ def report_dir(pytestconfig: pytest.Config, stack_config) -> Iterator[Path]:
 def run_config(stack_config) -> dict:
     """The configuration shown in the report: the stack, the budgets, the versions. No secret is in it
     (the password is not part of the stack config; the report redacts secret-looking keys anyway)."""
+    import tomllib
+
     import ray
 
     import harness
     from harness.scenario import DEFAULT_BUDGETS
-
-    import tomllib
 
     return {"stack": stack_config.model_dump(mode="json"),
             "budgets": tomllib.loads(DEFAULT_BUDGETS.read_text()),
@@ -216,7 +216,11 @@ def restore(cluster, say: Callable[[str], None] | None = None) -> None:
     config is applied if the app is gone, then the stack must be healthy, and every proxy must route to the
     replicas the controller runs (a proxy that outlived a replaced controller is replaced: harness/routing.py)."""
     from harness.local.backend import StackError
-    from harness.routing import RoutingUnavailable, refresh_proxies, wait_routing_converged
+    from harness.routing import (
+        RoutingUnavailable,
+        refresh_proxies,
+        wait_routing_converged,
+    )
 
     say = say or (lambda msg: print(msg, flush=True))
 

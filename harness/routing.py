@@ -23,9 +23,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.checkers import Status, Verdict
-from harness.cluster import Cluster, ProxyRoute, StackStatus
 from harness.known_issues import STALE_PROXIES
+from harness.stack.cluster import Cluster, ProxyRoute, StackStatus
+from harness.verdict import Status, Verdict
 from harness.waiting import WaitTimeout, wait_until
 
 MARKER = "SERVE_CHAOS_ROUTING "

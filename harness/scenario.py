@@ -28,17 +28,27 @@ from pathlib import Path
 
 import requests
 
-from harness.checkers import (
-    RETRY_3X_EXPONENTIAL, Status, Verdict, availability, checker, combine, fault_windows, longest_outage,
+from harness.checkers.evidence import IdentityRow, identities
+from harness.checkers.traffic import (
+    availability,
+    checker,
+    longest_outage,
     time_to_recover,
 )
-from harness.cluster import Cluster, Endpoint, StackStatus
-from harness.evidence import IdentityRow, identities
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter
-from harness.known_issues import KnownIssue, Outcome, expected_status, known_issue_note, outcome
+from harness.known_issues import (
+    KnownIssue,
+    Outcome,
+    expected_status,
+    known_issue_note,
+    outcome,
+)
 from harness.known_issues import ray_version as current_ray_version
+from harness.measures import RETRY_3X_EXPONENTIAL, fault_windows
+from harness.stack.cluster import Cluster, Endpoint, StackStatus
 from harness.traffic import PidBody, ResponseCheck, Traffic
+from harness.verdict import Status, Verdict, combine
 from harness.waiting import WaitTimeout, observation_window, wait_until
 
 DEFAULT_BUDGETS = Path(__file__).resolve().parents[1] / "scenarios" / "budgets.toml"

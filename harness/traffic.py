@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from harness.cluster import Endpoint
 from harness.history import HistoryTail, RequestRecord, TrafficMark, TrafficPhase
+from harness.stack.cluster import Endpoint
 from harness.waiting import wait_until
 
 ALLOWED_NETWORKS_ENV = "HARNESS_TRAFFIC_ALLOWED_NETWORKS"

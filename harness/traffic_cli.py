@@ -5,7 +5,7 @@
     python -m harness verdict run.jsonl --min-availability 0.99 --max-outage 5 --json
 
 ``verdict`` exits 0 on pass, 1 on fail, 2 on unknown or unreadable input. Unknown includes a hole in the
-evidence: a gap between observed sends longer than the budget tolerates (``harness.checkers``). Its default budgets are
+evidence: a gap between observed sends longer than the budget tolerates (``harness.checkers.traffic``). Its default budgets are
 strict (availability 1.0, no outage): KubeRay's GCS fault-tolerance test asks for zero failed requests.
 """
 
@@ -19,12 +19,19 @@ from urllib.parse import urlsplit
 
 from rich.console import Console
 
-from harness.checkers import (
-    RETRY_3X_EXPONENTIAL, Status, Verdict, check_all, observed_resolution, standard_checks,
-)
-from harness.cluster import Endpoint
+from harness.checkers.traffic import check_all, standard_checks
 from harness.history import History, HistoryError
-from harness.traffic import AnyOk, PidBody, ResponseCheck, Traffic, TrafficError, TrafficTargetRefused
+from harness.measures import RETRY_3X_EXPONENTIAL, observed_resolution
+from harness.stack.cluster import Endpoint
+from harness.traffic import (
+    AnyOk,
+    PidBody,
+    ResponseCheck,
+    Traffic,
+    TrafficError,
+    TrafficTargetRefused,
+)
+from harness.verdict import Status, Verdict
 
 CHECKS: dict[str, ResponseCheck] = {"pid": PidBody(), "any": AnyOk()}
 EXIT_CODES = {Status.PASS: 0, Status.FAIL: 1, Status.UNKNOWN: 2}

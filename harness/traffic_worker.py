@@ -36,8 +36,8 @@ from geventhttpclient.response import HTTPConnectionClosed  # noqa: E402
 from locust.contrib.fasthttp import FastHttpSession  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from harness.cluster import Endpoint  # noqa: E402
 from harness.history import ErrorKind, HistoryWriter, RequestRecord, TrafficPhase  # noqa: E402
+from harness.stack.cluster import Endpoint  # noqa: E402
 from harness.traffic import ResponseCheck, TrafficPlan  # noqa: E402
 
 DRAIN_MARGIN_S = 0.5  # beyond the client timeout, how long the end waits for requests in flight

@@ -27,15 +27,15 @@ from pathlib import Path
 import pytest
 
 from harness import guide
-from harness.checkers import Status, Verdict
-from harness.cluster import Cluster, StackStatus
 from harness.faults import KillController
 from harness.history import EventKind
 from harness.local import system
 from harness.local.backend import LocalCluster
-from harness.local.config import REPO_ROOT, load_config
 from harness.pytest_plugin import progress_writer, remember_secret, restore
 from harness.scenario import ScenarioResult
+from harness.stack.cluster import Cluster, StackStatus
+from harness.stack.config import REPO_ROOT, load_config
+from harness.verdict import Status, Verdict
 from harness.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.control]

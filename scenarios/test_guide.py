@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from harness import guide
-from harness.checkers import Status
 from harness.known_issues import STALE_PROXIES, Outcome
 from harness.scenario import ScenarioResult, explain
+from harness.verdict import Status
 
 pytestmark = pytest.mark.stack
 

@@ -21,13 +21,21 @@ import os
 import pytest
 
 from harness import guide
-from harness.checkers import Status
 from harness.known_issues import STALE_PROXIES
 from harness.pytest_plugin import progress_writer, restore
 from harness.schedules import (
-    REPLAY_ENV, ExampleOutcome, FaultSpec, ScheduleConfig, Topology, load_schedule, replay_schedule, run_schedule, selected_profile,
+    REPLAY_ENV,
+    ExampleOutcome,
+    FaultSpec,
+    ScheduleConfig,
+    Topology,
+    load_schedule,
+    replay_schedule,
+    run_schedule,
+    selected_profile,
     selected_seed,
 )
+from harness.verdict import Status
 
 pytestmark = pytest.mark.stack
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from harness.cluster import Endpoint
-from harness.history import ErrorKind, EventKind, FaultEvent, RequestRecord, TrafficMark, TrafficPhase
+from harness.history import (
+    ErrorKind,
+    EventKind,
+    FaultEvent,
+    RequestRecord,
+    TrafficMark,
+    TrafficPhase,
+)
+from harness.stack.cluster import Endpoint
 
 WALL_OFFSET = 1_700_000_000.0  # wall clock = monotonic + this, in built histories
 

@@ -6,31 +6,30 @@ import dataclasses
 import functools
 
 import pytest
+from history_builders import event, request, steady, traffic_mark
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.checkers import (
-    ACROSS_ENDPOINTS,
-    GAP_SLACK_INTERVALS,
-    RETRY_3X_EXPONENTIAL,
+from harness.checkers.traffic import (
     PidChange,
-    Status,
-    Verdict,
     availability,
     check_all,
     checker,
-    combine,
     latency,
     longest_outage,
-    outage_windows,
-    percentile,
     response_pids,
-    served,
     standard_checks,
     time_to_recover,
 )
 from harness.history import ErrorKind, EventKind, History, HistoryWriter
-from history_builders import event, request, steady, traffic_mark
+from harness.measures import (
+    ACROSS_ENDPOINTS,
+    RETRY_3X_EXPONENTIAL,
+    outage_windows,
+    percentile,
+    served,
+)
+from harness.verdict import GAP_SLACK_INTERVALS, Status, Verdict, combine
 
 INTERVAL = 0.05
 

@@ -10,11 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.checkers import Status, Verdict
-from harness.cluster import ControllerInfo, NodeInfo, ProxyInfo, ReplicaInfo, StackStatus
-from harness.evidence import (
-    controller_replaced, identities, placement, proxy_replaced, replica_count, replicas_kept, replicas_replaced,
+from harness.checkers.evidence import (
+    controller_replaced,
+    identities,
+    placement,
+    proxy_replaced,
+    replica_count,
+    replicas_kept,
+    replicas_replaced,
 )
+from harness.stack.cluster import (
+    ControllerInfo,
+    NodeInfo,
+    ProxyInfo,
+    ReplicaInfo,
+    StackStatus,
+)
+from harness.verdict import Status, Verdict
 
 APP = "SleepyPid"
 NODES = ("head", "worker1", "worker2")

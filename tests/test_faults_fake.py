@@ -13,11 +13,24 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from harness.cluster import Cluster, StackStatus
-from harness.fake import HEAD, FakeApiUnavailable, FakeCluster, FakeConfig, FakeStackError
 from harness.faults import (
-    FailHealthCheck, Fault, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
+    FailHealthCheck,
+    Fault,
+    FaultError,
+    KillController,
+    KillHead,
+    KillProxy,
+    KillReplica,
+    KillWorkerPod,
     LoseWorkerNode,
+)
+from harness.stack.cluster import Cluster, StackStatus
+from harness.testing.fake import (
+    HEAD,
+    FakeApiUnavailable,
+    FakeCluster,
+    FakeConfig,
+    FakeStackError,
 )
 from harness.waiting import hold_for, wait_until
 

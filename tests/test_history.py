@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from history_builders import event, request, steady, traffic_mark
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ from harness.history import (
     decode,
     encode,
 )
-from history_builders import event, request, steady, traffic_mark
 
 
 def sample_records() -> list:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from test_kube_commands import RUN, FakeRunner, kind_cluster, pod
 
-from harness.local.serve_api import HeadApi
+from harness.stack.serve_api import HeadApi
 
 # up() validates the objects offline first
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")

@@ -18,7 +18,13 @@ from harness.kube.forward import PortForwards
 from harness.kube.kind import KindCluster, sweep_kind
 from harness.kube.kube import KubeCluster, remove_namespace, sweep_namespaces
 from harness.kube.manifests import (
-    ANNOTATION_OWNER, ANNOTATION_STATE, HEAD_CONTAINER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_RUN_ID, MANAGED_BY,
+    ANNOTATION_OWNER,
+    ANNOTATION_STATE,
+    HEAD_CONTAINER,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    LABEL_RUN_ID,
+    MANAGED_BY,
     WORKER_CONTAINER,
 )
 from harness.kube.runs import RunRecord, is_leftover
@@ -26,12 +32,18 @@ from harness.kube.safety import ContextNotAllowed, context_allowed, require_allo
 from harness.kube.settings import ALLOWED_CONTEXTS_ENV, load_settings
 from harness.kube.slots import PodView, Slot, bind_slots, initial_slots
 from harness.kube.tools import (
-    Completed, Kind, Kubectl, KubeStackError, ToolMissing, helm_install_operator, require_docker_engine,
+    Completed,
+    Kind,
+    Kubectl,
+    KubeStackError,
+    ToolMissing,
+    helm_install_operator,
+    require_docker_engine,
     require_tools,
 )
 from harness.local.backend import StackError
-from harness.local.config import load_config
 from harness.secrets import Secret
+from harness.stack.config import load_config
 
 RUN = "sc0a1b2c"
 NS = f"serve-chaos-{RUN}"

@@ -14,7 +14,7 @@ import pytest
 
 from harness.kube.kind import KindCluster, kind_for
 from harness.kube.settings import load_settings
-from harness.local.config import load_config
+from harness.stack.config import load_config
 from harness.waiting import wait_until
 
 TOOLS = ("docker", "kind", "kubectl", "helm")

@@ -11,12 +11,16 @@ import yaml
 
 from harness.kube.kuberay_schema import K8S_VERSION, check_stack
 from harness.kube.manifests import (
-    LABEL_RUN_ID, PASSWORD_PLACEHOLDER, kind_config, stack_manifests, write_files,
+    LABEL_RUN_ID,
+    PASSWORD_PLACEHOLDER,
+    kind_config,
+    stack_manifests,
+    write_files,
 )
 from harness.kube.settings import load_settings
 from harness.local.backend import build_serve_config
-from harness.local.config import REPO_ROOT, ConfigError, load_config
 from harness.secrets import Secret
+from harness.stack.config import REPO_ROOT, ConfigError, load_config
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 

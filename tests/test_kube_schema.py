@@ -10,7 +10,7 @@ import pytest
 from harness.kube.kuberay_schema import RAYSERVICE, Obj, check_rayservice
 from harness.kube.manifests import stack_manifests
 from harness.kube.settings import load_settings
-from harness.local.config import load_config
+from harness.stack.config import load_config
 
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 

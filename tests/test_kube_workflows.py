@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from harness.local.config import REPO_ROOT
+from harness.stack.config import REPO_ROOT
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 

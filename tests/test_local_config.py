@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from harness.local.backend import build_serve_config
-from harness.local.config import DEFAULT_CONFIG, ConfigError, load_config
 from harness.local.layout import RunLayout, node_command, plan_nodes
 from harness.local.system import RUN_ID_RE, Names
 from harness.secrets import Secret
+from harness.stack.config import DEFAULT_CONFIG, ConfigError, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,7 +13,7 @@ import pytest
 
 from harness.local import system
 from harness.local.backend import LocalCluster, find_runs, leftovers
-from harness.local.config import load_config
+from harness.stack.config import load_config
 from harness.waiting import hold_for, wait_until
 
 pytestmark = pytest.mark.stack

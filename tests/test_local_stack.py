@@ -19,9 +19,9 @@ import requests
 
 from harness.local import system
 from harness.local.backend import LocalCluster, leftovers
-from harness.local.config import load_config
 from harness.local.layout import RunLayout
 from harness.secrets import Secret
+from harness.stack.config import load_config
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.stack

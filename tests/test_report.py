@@ -9,27 +9,49 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from history_builders import event, steady
+from test_report_support import (
+    HEALED,
+    INJECT,
+    NODES,
+    RECOVERED,
+    TAKEN_EFFECT,
+    copy_real_run,
+    note,
+    scenario_records,
+    three_verdicts_run,
+    write_scenario,
+)
 
-from harness.checkers import Status, availability, longest_outage
+from harness.checkers.traffic import availability, longest_outage
 from harness.cli import main
-from harness.known_issues import KnownIssue, Outcome
 from harness.history import EventKind, History
+from harness.known_issues import KnownIssue, Outcome
 from harness.report import (
-    attach_timeline, compare_runs, load_run, load_scenario, scrub_tree, update_latest, write_comparison,
+    attach_timeline,
+    compare_runs,
+    fmt,
+    load_run,
+    load_scenario,
+    scrub_tree,
+    update_latest,
+    write_comparison,
     write_run_report,
 )
-from harness.report import fmt
 from harness.report.compare import Movement
 from harness.report.model import RETRIED
 from harness.report.redact import redact_config
-from harness.report.timeline import BandKind, bin_seconds, fault_bands, marks, phase_spans, timeline_figure
+from harness.report.timeline import (
+    BandKind,
+    bin_seconds,
+    fault_bands,
+    marks,
+    phase_spans,
+    timeline_figure,
+)
 from harness.schedules import FaultSpec, Step
 from harness.secrets import REDACTED
-from history_builders import event, steady
-from test_report_support import (
-    HEALED, INJECT, NODES, RECOVERED, TAKEN_EFFECT, copy_real_run, note, scenario_records, three_verdicts_run,
-    write_scenario,
-)
+from harness.verdict import Status
 
 PLOTLY_BANNER = "* plotly.js v"
 PASSWORD = "s3cret-redis-pw-Zq8"

@@ -14,9 +14,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from test_report_support import copy_real_run, three_verdicts_run, write_scenario
 
 from harness.report import attach_timeline, write_run_report
-from test_report_support import copy_real_run, three_verdicts_run, write_scenario
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(

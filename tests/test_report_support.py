@@ -12,12 +12,26 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness.checkers import Status, combine
-from harness.evidence import IdentityRow
-from harness.known_issues import KnownIssue
-from harness.history import EventKind, FaultEvent, History, HistoryWriter, Record, TrafficPhase
-from harness.scenario import Budget, PhaseTiming, ScenarioResult, ScenarioRun, fault_took_effect
 from history_builders import WALL_OFFSET, event, steady, traffic_mark
+
+from harness.checkers.evidence import IdentityRow
+from harness.history import (
+    EventKind,
+    FaultEvent,
+    History,
+    HistoryWriter,
+    Record,
+    TrafficPhase,
+)
+from harness.known_issues import KnownIssue
+from harness.scenario import (
+    Budget,
+    PhaseTiming,
+    ScenarioResult,
+    ScenarioRun,
+    fault_took_effect,
+)
+from harness.verdict import Status, combine
 
 DATA = Path(__file__).parent / "data" / "report"
 REAL_RUN = "20261125-095509-07e7"  # a real run (trimmed): worker_pod_failure, failed on replicas_running, logs

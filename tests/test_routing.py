@@ -3,19 +3,32 @@ reading a routing driver's answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pytest
 
-import dataclasses
-from collections.abc import Callable, Iterable
-
-from harness.checkers import Status
-from harness.cluster import AppInfo, DriverResult, ProxyInfo, ProxyRoute, ReplicaInfo, StackStatus
 from harness.routing import (
-    MARKER, RoutingUnavailable, read_routing, reading, routes_of, routing_verdict, stale_routes, wait_routing_converged,
+    MARKER,
+    RoutingUnavailable,
+    read_routing,
+    reading,
+    routes_of,
+    routing_verdict,
+    stale_routes,
+    wait_routing_converged,
 )
+from harness.stack.cluster import (
+    AppInfo,
+    DriverResult,
+    ProxyInfo,
+    ProxyRoute,
+    ReplicaInfo,
+    StackStatus,
+)
+from harness.verdict import Status
 
 
 def replica(rid: str, deployment: str = "SleepyPid", app: str = "app", state: str = "RUNNING") -> ReplicaInfo:

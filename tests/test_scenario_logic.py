@@ -13,17 +13,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from history_builders import event, steady
 
 from harness import guide
-from harness.checkers import Status, Verdict, checker
-from harness.fake import CONTROLLER_ACTOR_NAME, HEALTH_APP, SLEEPY_APP, FakeCluster, FakeConfig
+from harness.checkers.traffic import checker
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter, TrafficPhase
-from harness.waiting import wait_until
 from harness.scenario import (
-    Budget, ScenarioResult, ScenarioRun, explain, fault_took_effect, guide_procedure, load_budget, traffic_coverage,
+    Budget,
+    ScenarioResult,
+    ScenarioRun,
+    explain,
+    fault_took_effect,
+    guide_procedure,
+    load_budget,
+    traffic_coverage,
 )
-from history_builders import event, steady
+from harness.testing.fake import (
+    CONTROLLER_ACTOR_NAME,
+    HEALTH_APP,
+    SLEEPY_APP,
+    FakeCluster,
+    FakeConfig,
+)
+from harness.verdict import Status, Verdict
+from harness.waiting import wait_until
 
 BUDGETS = """
 [defaults]

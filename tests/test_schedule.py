@@ -24,18 +24,35 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkers import Status
-from harness.fake import HEAD, FakeApp, FakeCluster, FakeConfig
+from harness.checkers.schedule import owed_answer, serving_at
 from harness.history import ErrorKind, History, RequestRecord, TrafficMark, TrafficPhase
 from harness.known_issues import STALE_PROXIES, Outcome
 from harness.routing import RoutingUnavailable
 from harness.schedules import (
-    FAULT_KINDS, PROFILE_ENV, PROFILES, SEED_ENV, ExampleOutcome, FaultSpec, Role, ScheduleConfig, ScheduleProfile,
-    ScheduleResult, Topology, candidates, fault_specs, load_schedule, load_schedule_budgets, replay_schedule,
-    run_schedule, selected_profile, selected_seed, step_problem,
+    FAULT_KINDS,
+    PROFILE_ENV,
+    PROFILES,
+    SEED_ENV,
+    ExampleOutcome,
+    FaultSpec,
+    Role,
+    ScheduleConfig,
+    ScheduleProfile,
+    ScheduleResult,
+    Topology,
+    candidates,
+    fault_specs,
+    load_schedule,
+    load_schedule_budgets,
+    replay_schedule,
+    run_schedule,
+    selected_profile,
+    selected_seed,
+    step_problem,
 )
 from harness.schedules.draw import draw_schedules
-from harness.schedules.judge import owed_answer, serving_at
+from harness.testing.fake import HEAD, FakeApp, FakeCluster, FakeConfig
+from harness.verdict import Status
 
 TABLES = ("worker_pod_failure", "replica_failure", "proxy_failure", "controller_failure", "head_failure",
           "health_check_failure")

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_kube_commands import kind_cluster, runner, settings  # noqa: F401 - fixtures
 
 from harness.report.redact import scrub_paths, scrub_test_report

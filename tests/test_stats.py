@@ -8,10 +8,17 @@ import os
 from pathlib import Path
 
 from harness import nightly_cli
-from harness.checkers import Status, Verdict
 from harness.known_issues import STALE_PROXIES, KnownIssue, Outcome
 from harness.scenario import Budget, ScenarioResult
-from harness.stats import Spread, format_table, observations, run_folders, scenario_stats, summary_line
+from harness.stats import (
+    Spread,
+    format_table,
+    observations,
+    run_folders,
+    scenario_stats,
+    summary_line,
+)
+from harness.verdict import Status, Verdict
 
 BUDGET = Budget(min_availability=0.9, max_outage_s=1.0, max_recovery_s=60.0)
 

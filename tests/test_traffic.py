@@ -18,16 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkers import Status, availability, longest_outage, outage_windows
-from harness.cluster import Endpoint
+from harness.checkers.traffic import availability, longest_outage
 from harness.history import ErrorKind, History, TrafficPhase
-from harness.loopback import LoopbackServer
+from harness.measures import outage_windows
+from harness.stack.cluster import Endpoint
+from harness.testing.loopback import LoopbackServer
 from harness.traffic import (
     ALLOWED_NETWORKS_ENV,
+    TRAFFIC_NICE,
     AnyOk,
     BodyJudgement,
     ExactBody,
-    TRAFFIC_NICE,
     PidBody,
     Traffic,
     TrafficError,
@@ -38,6 +39,7 @@ from harness.traffic import (
     check_to_json,
     parse_allowed_networks,
 )
+from harness.verdict import Status
 from harness.waiting import wait_until
 
 RATE = 20.0

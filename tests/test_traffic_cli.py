@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from history_builders import steady, traffic_mark
 
 from harness import traffic_cli
 from harness.history import HistoryWriter
-from harness.loopback import LoopbackServer
-from history_builders import steady, traffic_mark
+from harness.testing.loopback import LoopbackServer
 
 
 def run(*argv: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.local.config import StackConfig
+from harness.stack.config import StackConfig
 
 BACKENDS = ("kind", "kube")
 

@@ -14,7 +14,7 @@ from harness.kube import BACKENDS
 from harness.kube.safety import require_allowed
 from harness.kube.settings import load_settings
 from harness.kube.tools import Kubectl, KubeStackError
-from harness.local.config import ConfigError, load_config
+from harness.stack.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,26 +28,58 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from harness.cluster import (
-    DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyRoute, RayActor, StackEvent,
-    StackStatus,
-)
 from harness.kube.forward import PortForwards
 from harness.kube.kuberay_schema import check_stack
 from harness.kube.manifests import (
-    ANNOTATION_STATE, HEAD_CONTAINER, LABEL_RAY_POD, LABEL_ROLE, REDIS_NAME, WORKER_CONTAINER,
-    StackManifests, run_names, serve_config_v2, stack_manifests,
+    ANNOTATION_STATE,
+    HEAD_CONTAINER,
+    LABEL_RAY_POD,
+    LABEL_ROLE,
+    REDIS_NAME,
+    WORKER_CONTAINER,
+    StackManifests,
+    run_names,
+    serve_config_v2,
+    stack_manifests,
 )
 from harness.kube.safety import require_allowed
 from harness.kube.settings import KubeSettings
-from harness.kube.slots import HEAD, PodView, Slot, bind_slots, initial_slots, next_worker_name
-from harness.kube.tools import Completed, Kubectl, KubeStackError, Runner, SubprocessRunner
-from harness.local.backend import (
-    ANSI_RE, UpReport, answer_once, build_serve_config, new_run_id, unhealthy_reason,
+from harness.kube.slots import (
+    HEAD,
+    PodView,
+    Slot,
+    bind_slots,
+    initial_slots,
+    next_worker_name,
 )
-from harness.local.config import ConfigError, StackConfig
-from harness.local.serve_api import HeadApi, ServeApiUnavailable, read_serve
+from harness.kube.tools import (
+    Completed,
+    Kubectl,
+    KubeStackError,
+    Runner,
+    SubprocessRunner,
+)
+from harness.local.backend import (
+    ANSI_RE,
+    UpReport,
+    answer_once,
+    build_serve_config,
+    new_run_id,
+    unhealthy_reason,
+)
 from harness.secrets import Secret
+from harness.stack.cluster import (
+    DriverResult,
+    Endpoint,
+    NodeInfo,
+    NodeProcess,
+    ProxyRoute,
+    RayActor,
+    StackEvent,
+    StackStatus,
+)
+from harness.stack.config import ConfigError, StackConfig
+from harness.stack.serve_api import HeadApi, ServeApiUnavailable, read_serve
 from harness.waiting import WaitTimeout, wait_until
 
 Progress = Callable[[str], None]

@@ -18,12 +18,21 @@ from harness.kube.runs import RunRecord, is_leftover
 from harness.kube.settings import KubeSettings, load_settings
 from harness.kube.slots import HEAD
 from harness.kube.tools import (
-    Kind, KubeStackError, Runner, SubprocessRunner, ToolMissing, docker_image_present, docker_kill, docker_pull,
-    helm_install_operator, require_docker_engine, require_tools,
+    Kind,
+    KubeStackError,
+    Runner,
+    SubprocessRunner,
+    ToolMissing,
+    docker_image_present,
+    docker_kill,
+    docker_pull,
+    helm_install_operator,
+    require_docker_engine,
+    require_tools,
 )
 from harness.local.backend import UpReport, new_run_id
-from harness.local.config import StackConfig
 from harness.secrets import Secret
+from harness.stack.config import StackConfig
 
 OPERATOR_DEPLOYMENT = "kuberay-operator"
 KIND_RUN_RE = re.compile(rf"{re.escape(KIND_CLUSTER_PREFIX)}(sc[0-9a-f]{{6}})")

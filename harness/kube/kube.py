@@ -13,13 +13,25 @@ import shutil
 import socket
 
 from harness.kube.backend import Progress, RayServiceCluster
-from harness.kube.manifests import ANNOTATION_OWNER, ANNOTATION_STATE, LABEL_MANAGED_BY, LABEL_RUN_ID, MANAGED_BY
+from harness.kube.manifests import (
+    ANNOTATION_OWNER,
+    ANNOTATION_STATE,
+    LABEL_MANAGED_BY,
+    LABEL_RUN_ID,
+    MANAGED_BY,
+)
 from harness.kube.runs import RunRecord, is_leftover
 from harness.kube.settings import KubeSettings, load_settings
-from harness.kube.tools import Kubectl, KubeStackError, Runner, SubprocessRunner, require_tools
+from harness.kube.tools import (
+    Kubectl,
+    KubeStackError,
+    Runner,
+    SubprocessRunner,
+    require_tools,
+)
 from harness.local.backend import UpReport
-from harness.local.config import StackConfig
 from harness.secrets import Secret
+from harness.stack.config import StackConfig
 
 
 def current_context(runner: Runner, kubeconfig: str | None = None) -> str:

@@ -27,7 +27,7 @@ from packaging.version import Version
 from referencing import Registry, Resource
 
 from harness.kube.manifests import StackManifests
-from harness.local.config import ConfigError
+from harness.stack.config import ConfigError
 
 # kind v0.33.0's default node image runs Kubernetes 1.37; kubernetes-validate 1.37.0 bundles its schemas
 K8S_VERSION = "1.37"

@@ -26,8 +26,8 @@ import yaml
 
 from harness.kube.settings import KubeSettings, load_settings
 from harness.local.backend import build_serve_config
-from harness.local.config import ConfigError, StackConfig, load_config
 from harness.secrets import Secret
+from harness.stack.config import ConfigError, StackConfig, load_config
 
 LABEL_RUN_ID = "serve-chaos/run-id"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.local.config import REPO_ROOT, ConfigError
+from harness.stack.config import REPO_ROOT, ConfigError
 
 DEFAULT_SETTINGS = REPO_ROOT / "cluster" / "kube" / "kube.toml"
 ALLOWED_CONTEXTS_ENV = "SERVE_CHAOS_ALLOWED_CONTEXTS"

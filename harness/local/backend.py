@@ -23,17 +23,33 @@ import redis
 import requests
 import yaml
 
-from harness.cluster import (
-    DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyRoute, RayActor, StackEvent,
+from harness.local import system
+from harness.local.layout import (
+    HEAD_NODE,
+    REDIS_NODE,
+    NodeSpec,
+    RunLayout,
+    bridge_address,
+    plan_nodes,
+)
+from harness.secrets import Secret
+from harness.stack.cluster import (
+    DriverResult,
+    Endpoint,
+    NodeInfo,
+    NodeProcess,
+    ProxyRoute,
+    RayActor,
+    StackEvent,
     StackStatus,
 )
-from harness.local import system
-from harness.local.config import ConfigError, StackConfig
-from harness.local.layout import (
-    HEAD_NODE, REDIS_NODE, NodeSpec, RunLayout, bridge_address, plan_nodes,
+from harness.stack.config import ConfigError, StackConfig
+from harness.stack.serve_api import (
+    HeadApi,
+    ServeApiUnavailable,
+    ServeDeployRejected,
+    read_serve,
 )
-from harness.local.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected, read_serve
-from harness.secrets import Secret
 from harness.waiting import WaitTimeout, wait_until
 
 CURRENT_FILE = "current"

@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 
 from harness.local.backend import LocalCluster, StackError
-from harness.local.config import ConfigError, load_config
+from harness.stack.config import ConfigError, load_config
 
 DEFAULT_STATE_DIR = "/tmp/serve-chaos"
 

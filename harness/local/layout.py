@@ -17,10 +17,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.cluster import StackEvent
-from harness.local.config import StackConfig
 from harness.local.system import LABEL_ENV, Names
 from harness.secrets import Secret
+from harness.stack.cluster import StackEvent
+from harness.stack.config import StackConfig
 
 REDIS_NODE = "redis"
 HEAD_NODE = "head"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.local import system
 from harness.local.layout import NodeSpec, RunLayout, node_command
-from harness.local.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
+from harness.stack.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
 
 LOOP_PERIOD_S = 0.2  # how often the supervisor compares desired and actual state
 POD_EXIT_S = 5.0  # a killed pod's unshare exits once its namespace's init is dead

@@ -9,10 +9,26 @@ The report reads histories and verdicts only (``model``), draws with plotly (``t
 templates (``render``), compares runs (``compare``) and redacts secrets (``redact``). See docs/report.md.
 """
 
-from harness.report.compare import RunComparison, ScenarioDelta, Tolerances, compare_runs
-from harness.report.model import Figures, RunSummary, ScenarioSummary, load_run, load_scenario
+from harness.report.compare import (
+    RunComparison,
+    ScenarioDelta,
+    Tolerances,
+    compare_runs,
+)
+from harness.report.model import (
+    Figures,
+    RunSummary,
+    ScenarioSummary,
+    load_run,
+    load_scenario,
+)
 from harness.report.redact import ScrubResult, redact_config, scrub_tree
-from harness.report.render import attach_timeline, update_latest, write_comparison, write_run_report
+from harness.report.render import (
+    attach_timeline,
+    update_latest,
+    write_comparison,
+    write_run_report,
+)
 
 __all__ = [
     "Figures", "RunComparison", "RunSummary", "ScenarioDelta", "ScenarioSummary", "ScrubResult", "Tolerances",

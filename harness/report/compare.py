@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from harness.checkers import Status
 from harness.report.model import Figures, RunSummary, ScenarioSummary
+from harness.verdict import Status
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
-from harness.checkers import (
-    RETRY_3X_EXPONENTIAL, Resolution, Status, Verdict, availability, longest_outage, observed_resolution,
-    time_to_recover,
-)
-from harness.evidence import IdentityRow
+from harness.checkers.evidence import IdentityRow
+from harness.checkers.traffic import availability, longest_outage, time_to_recover
 from harness.history import History, HistoryError
 from harness.known_issues import KnownIssue, Outcome, outcome
+from harness.measures import RETRY_3X_EXPONENTIAL, observed_resolution
 from harness.scenario import Budget, PhaseTiming, ScenarioResult, explain
+from harness.verdict import Resolution, Status, Verdict
 
 HISTORY = "history.jsonl"
 VERDICT = "verdict.json"

@@ -23,14 +23,22 @@ import plotly.graph_objects as go
 import plotly.offline
 from markupsafe import Markup
 
-from harness.checkers import Status, observed_resolution
 from harness.history import History, HistoryError
+from harness.measures import observed_resolution
 from harness.report import fmt
 from harness.report.compare import Movement, RunComparison, Tolerances, compare_runs
-from harness.report.model import CONFIG, HISTORY, TIMELINE, RunSummary, ScenarioSummary, load_run
+from harness.report.model import (
+    CONFIG,
+    HISTORY,
+    TIMELINE,
+    RunSummary,
+    ScenarioSummary,
+    load_run,
+)
 from harness.report.redact import ConfigEntry, RedactedConfig, redact_config
 from harness.report.timeline import timeline_figure
 from harness.scenario import Budget
+from harness.verdict import Status
 
 INDEX = "index.html"
 CONFIG_REDACTED = "config.redacted.json"

@@ -23,8 +23,8 @@ from enum import StrEnum
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from harness.checkers import fault_windows, outage_windows, percentile
 from harness.history import ErrorKind, EventKind, FaultEvent, History
+from harness.measures import fault_windows, outage_windows, percentile
 
 PHASE_NOTE_BY = "scenario"  # ScenarioRun.phase writes note(f"phase {name}", name="scenario")
 PHASE_PREFIX = "phase "

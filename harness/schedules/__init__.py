@@ -11,13 +11,36 @@ smallest schedule that still fails. See docs/random-schedules.md.
 """
 
 from harness.schedules.profiles import (
-    PROFILE_ENV, PROFILES, REPLAY_ENV, SCENARIO, SEED_ENV, ScheduleBudgets, ScheduleProfile, load_schedule_budgets,
-    selected_profile, selected_seed,
+    PROFILE_ENV,
+    PROFILES,
+    REPLAY_ENV,
+    SCENARIO,
+    SEED_ENV,
+    ScheduleBudgets,
+    ScheduleProfile,
+    load_schedule_budgets,
+    selected_profile,
+    selected_seed,
 )
-from harness.schedules.records import ExampleOutcome, ExampleRecord, Replays, Role, ScheduleResult, Step, load_schedule
+from harness.schedules.records import (
+    ExampleOutcome,
+    ExampleRecord,
+    Replays,
+    Role,
+    ScheduleResult,
+    Step,
+    load_schedule,
+)
 from harness.schedules.run import ScheduleViolation
 from harness.schedules.search import candidates, replay_schedule, run_schedule
-from harness.schedules.spec import FAULT_KINDS, FaultSpec, ScheduleConfig, Topology, fault_specs, step_problem
+from harness.schedules.spec import (
+    FAULT_KINDS,
+    FaultSpec,
+    ScheduleConfig,
+    Topology,
+    fault_specs,
+    step_problem,
+)
 
 __all__ = [
     "FAULT_KINDS", "PROFILES", "PROFILE_ENV", "REPLAY_ENV", "SCENARIO", "SEED_ENV", "ExampleOutcome", "ExampleRecord",

@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 
 from harness.schedules.profiles import ScheduleProfile
-from harness.schedules.spec import Schedule, ScheduleConfig, as_step, fault_specs, step_problem
+from harness.schedules.spec import (
+    Schedule,
+    ScheduleConfig,
+    as_step,
+    fault_specs,
+    step_problem,
+)
 
 
 def schedule_strategy(config: ScheduleConfig, profile: ScheduleProfile) -> st.SearchStrategy[Schedule]:

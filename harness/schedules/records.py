@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from harness.checkers import Status
 from harness.schedules.profiles import SCENARIO, ScheduleProfile, replay_hint
 from harness.schedules.spec import FaultSpec, Schedule, Topology, schedule_text
+from harness.verdict import Status
 
 SCHEDULE_FILE = "schedule.json"
 EXAMPLES_DIR = "examples"

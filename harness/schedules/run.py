@@ -21,25 +21,50 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.checkers import (
-    RETRY_3X_EXPONENTIAL, Status, Verdict, combine, observed_resolution, outage_windows, served, time_to_recover,
-)
-from harness.cluster import Cluster, Endpoint, StackStatus
-from harness.evidence import identities
+from harness.checkers import schedule as judge
+from harness.checkers.evidence import identities
+from harness.checkers.traffic import time_to_recover
 from harness.faults import (
-    FailHealthCheck, Fault, FaultError, KillController, KillHead, KillProxy, KillReplica, KillWorkerPod,
+    FailHealthCheck,
+    Fault,
+    FaultError,
+    KillController,
+    KillHead,
+    KillProxy,
+    KillReplica,
+    KillWorkerPod,
 )
 from harness.history import EventKind, FaultEvent, HistoryTail, RequestRecord
 from harness.known_issues import KnownIssue
+from harness.measures import (
+    RETRY_3X_EXPONENTIAL,
+    observed_resolution,
+    outage_windows,
+    served,
+)
 from harness.routing import DRIVER_TIMEOUT_S, routing_verdict
 from harness.scenario import Budget, ScenarioResult, ScenarioRun, explain
-from harness.schedules import judge
 from harness.schedules.profiles import SCENARIO, ScheduleBudgets
-from harness.schedules.records import EXAMPLES_DIR, ExampleOutcome, ExampleRecord, Role, Step
-from harness.schedules.spec import (
-    NODE_KILLS, FaultSpec, Schedule, ScheduleConfig, as_step, injection_key, serving_nodes, step_problem,
+from harness.schedules.records import (
+    EXAMPLES_DIR,
+    ExampleOutcome,
+    ExampleRecord,
+    Role,
+    Step,
 )
+from harness.schedules.spec import (
+    NODE_KILLS,
+    FaultSpec,
+    Schedule,
+    ScheduleConfig,
+    as_step,
+    injection_key,
+    serving_nodes,
+    step_problem,
+)
+from harness.stack.cluster import Cluster, Endpoint, StackStatus
 from harness.traffic import PidBody
+from harness.verdict import Status, Verdict, combine
 from harness.waiting import WaitTimeout, wait_until
 
 

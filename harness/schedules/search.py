@@ -29,16 +29,36 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from harness.checkers import Status
-from harness.cluster import Cluster
 from harness.known_issues import KnownIssue
 from harness.schedules.draw import draw_schedules
 from harness.schedules.profiles import (
-    SCENARIO, ScheduleBudgets, ScheduleProfile, load_schedule_budgets, replay_hint, selected_profile, selected_seed,
+    SCENARIO,
+    ScheduleBudgets,
+    ScheduleProfile,
+    load_schedule_budgets,
+    replay_hint,
+    selected_profile,
+    selected_seed,
 )
-from harness.schedules.records import SCHEDULE_FILE, ExampleOutcome, ExampleRecord, Replays, Role, ScheduleResult
+from harness.schedules.records import (
+    SCHEDULE_FILE,
+    ExampleOutcome,
+    ExampleRecord,
+    Replays,
+    Role,
+    ScheduleResult,
+)
 from harness.schedules.run import ScheduleContext, ScheduleRun
-from harness.schedules.spec import FaultSpec, Schedule, ScheduleConfig, as_step, schedule_text, step_problem
+from harness.schedules.spec import (
+    FaultSpec,
+    Schedule,
+    ScheduleConfig,
+    as_step,
+    schedule_text,
+    step_problem,
+)
+from harness.stack.cluster import Cluster
+from harness.verdict import Status
 
 
 def run_schedule(cluster: Cluster, out_dir: str | Path, *, config: ScheduleConfig,

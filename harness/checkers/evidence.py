@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from harness.checkers import Status, Verdict
-from harness.cluster import StackStatus
+from harness.stack.cluster import StackStatus
+from harness.verdict import Status, Verdict
 
 
 @dataclass(frozen=True)

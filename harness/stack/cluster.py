@@ -7,8 +7,8 @@ These are the borders between backends (local, kind, kube) and everything that r
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 

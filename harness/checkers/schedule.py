@@ -13,11 +13,11 @@ import math
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from harness.checkers import (
-    Status, Verdict, availability, combine, gap_problem, observed_resolution, outage_windows, time_to_recover,
-)
+from harness.checkers.traffic import availability, time_to_recover
 from harness.history import History, RequestRecord
+from harness.measures import gap_problem, observed_resolution, outage_windows
 from harness.scenario import Budget, explain, fault_took_effect
+from harness.verdict import Status, Verdict, combine
 
 
 class StepWindow(Protocol):

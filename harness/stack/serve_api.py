@@ -1,6 +1,6 @@
 """Reading and changing Serve through the head's HTTP APIs (Serve REST API, Ray State API).
 
-The raw JSON stays in this module; callers get the typed records of ``harness.cluster``. These APIs
+The raw JSON stays in this module; callers get the typed records of ``harness.stack.cluster``. These APIs
 live on the head: while it is down they fail with ``ServeApiUnavailable``.
 """
 
@@ -11,7 +11,13 @@ from dataclasses import dataclass, replace
 
 import requests
 
-from harness.cluster import AppInfo, ControllerInfo, ProxyInfo, RayActor, ReplicaInfo
+from harness.stack.cluster import (
+    AppInfo,
+    ControllerInfo,
+    ProxyInfo,
+    RayActor,
+    ReplicaInfo,
+)
 
 SERVE_PATH = "/api/serve/applications/"
 

@@ -44,9 +44,19 @@ from typing import Any, TypeVar
 
 import requests
 
-from harness.cluster import (
-    AppInfo, ControllerInfo, DriverResult, Endpoint, NodeInfo, NodeProcess, ProxyInfo, ProxyRoute, RayActor,
-    ReplicaInfo, StackEvent, StackStatus,
+from harness.stack.cluster import (
+    AppInfo,
+    ControllerInfo,
+    DriverResult,
+    Endpoint,
+    NodeInfo,
+    NodeProcess,
+    ProxyInfo,
+    ProxyRoute,
+    RayActor,
+    ReplicaInfo,
+    StackEvent,
+    StackStatus,
 )
 from harness.waiting import wait_until
 
