@@ -17,14 +17,14 @@ Goals on a 2-core machine: suite within 15 minutes, overhead at most 25% of each
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness.scenario import is_control
+from harness.records import scenario_folders
+from harness.stats import run_folders
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,17 +44,16 @@ def main() -> int:
                                     cwd=REPO).returncode
     wall = time.monotonic() - start
     rows = []
-    runs = [p for p in report_dir.iterdir() if p.is_dir() and not p.is_symlink()]  # not reports/latest
-    for verdict_file in sorted(f for run in runs for f in run.glob("*/verdict.json")):
-        v = json.loads(verdict_file.read_text())
-        if v["scenario"] == "random_schedule" or is_control(v):
+    for folder in (f for run in run_folders(report_dir) for f in scenario_folders(run)):  # not reports/latest
+        v = folder.read_result()
+        if v.scenario == "random_schedule" or v.is_control:
             continue  # the seed scenarios only: not a random schedule's example, not a control
-        phases = {p["name"]: p["seconds"] for p in v["phases"]}
+        phases = {p.name: p.seconds for p in v.phases}
         total = sum(phases.values())
         ray = phases.get("confirm", 0.0) + phases.get("recover", 0.0)
         after = phases.get("after recovery", 0.0)
         overhead = total - ray - after
-        rows.append((v["scenario"], v["status"], total, ray, after, overhead))
+        rows.append((v.scenario, str(v.verdict.status), total, ray, after, overhead))
     print(f"\n{'scenario':<22}{'verdict':>8}{'total s':>9}{'ray s':>8}{'after s':>9}{'overhead s':>12}{'overhead %':>12}")
     for name, status, total, ray, after, overhead in rows:
         print(f"{name:<22}{status:>8}{total:>9.1f}{ray:>8.1f}{after:>9.1f}{overhead:>12.1f}{100 * overhead / total:>11.0f}%")

@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from harness.checkers.evidence import identities
 from harness.faults import (
     FailHealthCheck,
     Fault,
@@ -21,6 +20,7 @@ from harness.faults import (
     KillWorkerPod,
     LoseWorkerNode,
 )
+from harness.identity import identities
 from harness.stack.cluster import Cluster
 from harness.waiting import WaitTimeout, wait_until
 

@@ -26,8 +26,9 @@ from harness.faults import (
     KillWorkerPod,
     LoseWorkerNode,
 )
+from harness.records import ScenarioResult
 from harness.routing import routing_verdict
-from harness.scenario import ScenarioResult, ScenarioRun, guide_procedure
+from harness.scenario import ScenarioRun, guide_procedure
 from harness.stack.cluster import Cluster
 from harness.verdict import Status, Verdict
 from harness.waiting import WaitTimeout, wait_until

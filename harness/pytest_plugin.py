@@ -110,6 +110,47 @@ def report_dir(pytestconfig: pytest.Config, stack_config) -> Iterator[Path]:
         progress_writer(pytestconfig)(f"report: {write_run_report(path, config=run_config(stack_config))}")
 
 
+@pytest.fixture(autouse=True)
+def _scenario_artefacts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that wrote into the session's report folder: each scenario folder it wrote gets its
+    timeline drawn (timeline.html) and its files attached to the Allure test. The report is drawn here, at the
+    entry layer, so that the scenario runtime never imports the report."""
+    from harness.records import HISTORY, SCHEDULE, TIMELINE_ERROR, VERDICT, ScenarioFolder
+
+    if "report_dir" not in request.fixturenames:
+        yield
+        return
+    report_dir: Path = request.getfixturevalue("report_dir")
+
+    def histories() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in report_dir.glob(f"*/{HISTORY}")}
+
+    before = histories()
+    yield
+    from harness.report import attach_timeline
+
+    for history, mtime in sorted(histories().items()):
+        if before.get(history) == mtime:
+            continue  # another test's
+        folder = ScenarioFolder(history.parent)
+        try:
+            attach_timeline(folder.path)
+        except Exception as exc:  # noqa: BLE001 - a report problem must not hide the verdict
+            folder.note_missing(TIMELINE_ERROR, f"could not render the timeline: {exc}")
+        _allure_attach(folder.file(VERDICT), folder.file(HISTORY), folder.file(SCHEDULE))
+
+
+def _allure_attach(*paths: Path) -> None:
+    try:
+        import allure
+    except ImportError:  # allure-pytest is a dependency, but the harness runs without it
+        return
+    for path in paths:
+        if path.is_file():
+            kind = allure.attachment_type.JSON if path.suffix == ".json" else allure.attachment_type.TEXT
+            allure.attach.file(str(path), name=path.name, attachment_type=kind)
+
+
 def run_config(stack_config) -> dict:
     """The configuration shown in the report: the stack, the budgets, the versions. No secret is in it
     (the password is not part of the stack config; the report redacts secret-looking keys anyway)."""
@@ -118,7 +159,7 @@ def run_config(stack_config) -> dict:
     import ray
 
     import harness
-    from harness.scenario import DEFAULT_BUDGETS
+    from harness.records import DEFAULT_BUDGETS
 
     return {"stack": stack_config.model_dump(mode="json"),
             "budgets": tomllib.loads(DEFAULT_BUDGETS.read_text()),
@@ -187,7 +228,8 @@ def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pyt
     """Factory: ``scenario(cluster, name)`` gives a ScenarioRun whose folder is under the session's report
     folder, whose budget is [name] in the budgets file, on a stack checked healthy (restored if needed).
     Its cleanups (heal faults, stop traffic) run at teardown, even after a failure."""
-    from harness.scenario import ScenarioRun, load_budget
+    from harness.records import load_budget
+    from harness.scenario import ScenarioRun
 
     runs: list[ScenarioRun] = []
 

@@ -18,162 +18,33 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 import time
-import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import requests
 
-from harness.checkers.evidence import IdentityRow, identities
-from harness.checkers.traffic import (
-    availability,
-    checker,
-    longest_outage,
-    time_to_recover,
-)
+from harness.checkers.faults import fault_took_effect, traffic_coverage
+from harness.checkers.traffic import availability, longest_outage, time_to_recover
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter
-from harness.known_issues import (
-    KnownIssue,
-    Outcome,
-    expected_status,
-    known_issue_note,
-    outcome,
-)
+from harness.identity import identities
+from harness.known_issues import KnownIssue
 from harness.known_issues import ray_version as current_ray_version
-from harness.measures import RETRY_3X_EXPONENTIAL, fault_windows
+from harness.measures import RETRY_3X_EXPONENTIAL
+from harness.records import LOGS_ERROR, WITH_RETRIES, Budget, PhaseTiming, ScenarioFolder, ScenarioResult
 from harness.stack.cluster import Cluster, Endpoint, StackStatus
 from harness.traffic import PidBody, ResponseCheck, Traffic
-from harness.verdict import Status, Verdict, combine
+from harness.verdict import Status, Verdict, combine, explain
 from harness.waiting import WaitTimeout, observation_window, wait_until
 
-DEFAULT_BUDGETS = Path(__file__).resolve().parents[1] / "scenarios" / "budgets.toml"
 # How often the fault's probes are asked. Each probe reads the head's API (a status is three requests to the
 # dashboard, which shares the head node's CPU with its proxy and replicas, the latter at Ray's worker niceness
 # 15): polling it four times a second starved the head's proxy into timeouts on this 2-core machine. The
 # detection and recovery times are stated at these resolutions.
 CONFIRM_INTERVAL_S = 0.25
 RECOVER_INTERVAL_S = 1.0
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What a scenario must stay within; the defaults' measurements are written next to them in budgets.toml."""
-
-    min_availability: float  # on the endpoints that must keep serving, from injection to the end of traffic
-    max_outage_s: float  # the longest outage on those endpoints
-    max_recovery_s: float  # injection -> recovered
-    rate_per_endpoint: float = 20.0
-    timeout_s: float = 2.0
-    baseline_s: float = 3.0  # traffic before the fault
-    observe_s: float = 5.0  # traffic after recovery
-    confirm_s: float = 30.0  # how long "taken effect" may take to show
-    max_detection_s: float | None = None  # health-check scenario: toggle -> replica seen unhealthy
-
-
-def load_budget(name: str, path: str | Path | None = None) -> Budget:
-    """The budget of scenario ``name``: [defaults] overlaid with [name]."""
-    path = Path(path) if path else DEFAULT_BUDGETS
-    with path.open("rb") as fh:
-        data = tomllib.load(fh)
-    if name not in data:
-        raise KeyError(f"no budget [{name}] in {path}")
-    merged = {**data.get("defaults", {}), **data[name]}
-    try:
-        return Budget(**merged)
-    except TypeError as exc:
-        raise ValueError(f"budget [{name}] in {path}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class PhaseTiming:
-    name: str
-    start_mono: float
-    seconds: float
-    outcome: str  # ok | failed
-
-
-@dataclass(frozen=True)
-class ScenarioResult:
-    """What verdict.json holds."""
-
-    scenario: str
-    stack_run_id: str
-    verdict: Verdict
-    budget: Budget
-    serving: tuple[str, ...]
-    identities: tuple[IdentityRow, ...]
-    findings: tuple[str, ...]
-    phases: tuple[PhaseTiming, ...]
-    expected: Status = Status.PASS  # a control must fail (a known issue's expectation is derived: known_issues.py)
-    known_issue: KnownIssue | None = None  # a known defect of Ray Serve this scenario shows, pinned to versions
-    ray_version: str = ""  # the Ray version the stack ran
-
-    @property
-    def expected_status(self) -> Status:
-        return expected_status(self.expected, self.known_issue, self.ray_version)
-
-    @property
-    def outcome(self) -> Outcome:
-        return outcome(self.verdict, expected=self.expected, known_issue=self.known_issue,
-                       ray_version=self.ray_version)
-
-    @property
-    def is_control(self) -> bool:
-        """A control: expected to fail on a stack broken on purpose (its figures are not the scenario's)."""
-        return self.expected is Status.FAIL and self.known_issue is None
-
-    @property
-    def known_issue_note(self) -> str:
-        return known_issue_note(self.known_issue, self.ray_version, self.outcome)
-
-    def to_json(self) -> dict:
-        return {
-            "scenario": self.scenario, "stack_run_id": self.stack_run_id, "status": str(self.verdict.status),
-            "outcome": str(self.outcome), "expected_status": str(self.expected_status),
-            "control": self.is_control, "ray_version": self.ray_version,
-            "known_issue": self.known_issue.to_json() if self.known_issue else None,
-            "known_issue_note": self.known_issue_note,
-            "reason": self.verdict.reason, "verdict": self.verdict.to_json(), "budget": asdict(self.budget),
-            "serving_endpoints": list(self.serving), "identities": [asdict(r) for r in self.identities],
-            "findings": list(self.findings), "phases": [asdict(p) for p in self.phases],
-        }
-
-
-def is_control(verdict_json: Mapping) -> bool:
-    """Whether a verdict.json is a control's: expected to fail, on a stack broken on purpose. A scenario that
-    shows a known Serve issue is expected to fail too, but its figures are the scenario's own."""
-    if "control" in verdict_json:
-        return bool(verdict_json["control"])
-    expected = verdict_json.get("expected_status", str(Status.PASS))  # an older verdict.json
-    return expected != str(Status.PASS) and not verdict_json.get("known_issue")
-
-
-@checker
-def traffic_coverage(history: History, nodes: Sequence[str], after_recovery_s: float) -> Verdict:
-    """Traffic overlapped the whole fault: each endpoint of ``nodes`` has requests sent before every injection
-    and at least ``after_recovery_s`` after its recovery (or, without recovery, until the traffic ended)."""
-    name = "traffic_coverage"
-    windows = fault_windows(history)
-    if not windows:
-        return Verdict(name, Status.UNKNOWN, "no fault was injected")
-    gaps = []
-    for w in windows:
-        end_needed = (w.recovered if w.recovered is not None else w.injected) + after_recovery_s
-        for node in nodes:
-            sends = [r.t_mono for r in history.requests if r.node == node]
-            if not sends or sends[0] >= w.injected:
-                gaps.append(f"{node}: no request before {w.name} was injected")
-            elif sends[-1] < end_needed - 1.0:
-                gaps.append(f"{node}: traffic ended {end_needed - sends[-1]:.1f}s before {after_recovery_s:g}s past recovery")
-    if gaps:
-        return Verdict(name, Status.FAIL, "traffic did not cover the fault: " + "; ".join(gaps))
-    return Verdict(name, Status.PASS, f"traffic on {', '.join(nodes)} ran from before injection to "
-                   f"{after_recovery_s:g}s past recovery")
 
 
 class ScenarioRun:
@@ -185,6 +56,7 @@ class ScenarioRun:
         self.cluster = cluster
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = ScenarioFolder(self.out_dir)
         self.budget = budget
         self.allowed_networks = tuple(allowed_networks)
         self.check = check
@@ -192,7 +64,7 @@ class ScenarioRun:
         self.known_issue = known_issue
         self.ray_version = ray_version or current_ray_version()
         self.expected = expected  # a control's; a known issue's expectation follows from its versions
-        self.history_path = self.out_dir / "history.jsonl"
+        self.history_path = self.folder.history_path
         self.history_path.unlink(missing_ok=True)
         self.writer = HistoryWriter(self.history_path)
         self.progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -311,7 +183,7 @@ class ScenarioRun:
         # the same figures as a client retrying like Ray recommends would see them: reported, not budgeted
         retried = availability(window, min_availability=budget.min_availability, retry=RETRY_3X_EXPONENTIAL,
                                outage_budget_s=budget.max_outage_s)
-        raw = dataclasses.replace(raw, figures={**raw.figures, **{f"with_retries.{k}": v
+        raw = dataclasses.replace(raw, figures={**raw.figures, **{f"{WITH_RETRIES}{k}": v
                                                                     for k, v in retried.figures.items()}})
         return [
             raw,
@@ -328,20 +200,18 @@ class ScenarioRun:
         result = ScenarioResult(self.name, self.cluster.run_id, verdict, self.budget, tuple(serving),
                                 identities(before, after), tuple(f for fault in self.faults for f in fault.findings),
                                 tuple(self.phases), self.expected, self.known_issue, self.ray_version)
-        (self.out_dir / "verdict.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        self.folder.write_result(result)
         if verdict.status is not Status.PASS:
             self.collect_diagnostics()
-        _allure_attach(self.out_dir)
-        _attach_timeline(self.out_dir)
         note = f" ({result.known_issue_note})" if result.known_issue_note else ""
         self.progress(f"[{self.name}] verdict {verdict.status}, {result.outcome}{note}: {explain(verdict)}")
         return result
 
     def collect_diagnostics(self) -> None:
         try:
-            self.cluster.collect_logs(self.out_dir / "logs")
+            self.cluster.collect_logs(self.folder.logs_dir)
         except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the verdict
-            (self.out_dir / "logs-error.txt").write_text(f"could not collect logs: {exc}\n")
+            self.folder.note_missing(LOGS_ERROR, f"could not collect logs: {exc}")
 
     def close(self) -> None:
         """Run every registered cleanup, last first; one failing does not stop the others."""
@@ -386,32 +256,6 @@ def _reachable_snapshot(cluster: Cluster, timeout_s: float = 30.0) -> StackStatu
         return last[0] if last else cluster.status()
 
 
-@checker
-def fault_took_effect(history: History, max_s: float | None = None) -> Verdict:
-    """Every injected fault took effect (and, with ``max_s``, within that long: e.g. detection time)."""
-    name = "fault_took_effect"
-    injected = [e for e in history.events if e.kind is EventKind.INJECT]
-    if not injected:
-        return Verdict(name, Status.UNKNOWN, "no fault was injected")
-    figures: dict[str, float] = {}
-    missing = []
-    for inject in injected:
-        effect = next((e for e in history.events if e.kind is EventKind.TAKEN_EFFECT and e.name == inject.name
-                       and e.target == inject.target and e.t_mono >= inject.t_mono), None)
-        if effect is None:
-            missing.append(f"{inject.name}@{inject.target}")
-        else:
-            figures[f"time_to_take_effect_s.{inject.name}"] = effect.t_mono - inject.t_mono
-    slowest = max(figures.values(), default=0.0)
-    figures["time_to_take_effect_s"] = slowest
-    if missing:
-        return Verdict(name, Status.FAIL, f"never took effect: {', '.join(missing)}", figures)
-    if max_s is not None and slowest > max_s:
-        return Verdict(name, Status.FAIL, f"took effect after {slowest:.2f}s, budget <= {max_s:g}s", figures)
-    budget = f" (budget <= {max_s:g}s)" if max_s is not None else ""
-    return Verdict(name, Status.PASS, f"took effect after {slowest:.2f}s{budget}", figures)
-
-
 def guide_procedure(run: ScenarioRun, fault: Fault, endpoints: Sequence[Endpoint], serving: Sequence[str],
                     extra_checks: Callable[[StackStatus, StackStatus], Sequence[Verdict]] = lambda b, a: (),
                     after_recovery: Callable[[], Sequence[Verdict]] = lambda: (),
@@ -445,36 +289,9 @@ def guide_procedure(run: ScenarioRun, fault: Fault, endpoints: Sequence[Endpoint
         return run.finish(checks, before, after, serving)
 
 
-def explain(verdict: Verdict) -> str:
-    """The failing (or unknown) parts' reasons, else the overall reason."""
-    bad = [v for v in verdict.parts if v.status is not Status.PASS]
-    return "; ".join(f"{v.name}: {v.status}: {v.reason}" for v in bad) if bad else verdict.reason
-
-
 def _allure_step(title: str):
     try:
         import allure
     except ImportError:  # allure-pytest is a dependency, but the harness runs without it
         return contextlib.nullcontext()
     return allure.step(title)
-
-
-def _attach_timeline(out_dir: Path) -> None:
-    try:
-        from harness.report import attach_timeline
-
-        attach_timeline(out_dir)
-    except Exception as exc:  # noqa: BLE001 - a report problem must not hide the verdict
-        (out_dir / "timeline-error.txt").write_text(f"could not render the timeline: {exc}\n")
-
-
-def _allure_attach(out_dir: Path) -> None:
-    try:
-        import allure
-    except ImportError:
-        return
-    for name in ("verdict.json", "history.jsonl"):
-        path = out_dir / name
-        if path.exists():
-            kind = allure.attachment_type.JSON if name.endswith(".json") else allure.attachment_type.TEXT
-            allure.attach.file(str(path), name=name, attachment_type=kind)

@@ -3,14 +3,13 @@ flakiness is a number. Reads only the verdict.json files that scenario runs wrot
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.known_issues import Outcome
-from harness.report.model import result_from_json
+from harness.records import scenario_folders
 
 
 @dataclass(frozen=True)
@@ -86,12 +85,12 @@ def run_folders(folder: Path) -> list[Path]:
 
 
 def observations(run_dirs: Iterable[Path]) -> list[Observation]:
-    """Every scenario's verdict in these runs, read by the report's typed reader; controls left out (their
+    """Every scenario's verdict in these runs, read by the records' typed reader; controls left out (their
     figures are not the scenario's)."""
     found = []
     for run_dir in run_dirs:
-        for verdict_file in sorted(Path(run_dir).glob("*/verdict.json")):
-            result = result_from_json(json.loads(verdict_file.read_text()))
+        for folder in scenario_folders(run_dir):
+            result = folder.read_result()
             if result.is_control:
                 continue
             figures: dict[str, float] = {}

@@ -158,3 +158,9 @@ def combine(name: str, verdicts: Sequence[Verdict]) -> Verdict:
     reason = "; ".join(f"{v.name}: {v.status}" for v in verdicts) or "no checks"
     return Verdict(name, status, reason, figures, Resolution.coarsest([v.resolution for v in verdicts]),
                    tuple(verdicts))
+
+
+def explain(verdict: Verdict) -> str:
+    """The failing (or unknown) parts' reasons, else the overall reason."""
+    bad = [v for v in verdict.parts if v.status is not Status.PASS]
+    return "; ".join(f"{v.name}: {v.status}: {v.reason}" for v in bad) if bad else verdict.reason

@@ -32,7 +32,7 @@ from harness.history import EventKind
 from harness.local import system
 from harness.local.backend import LocalCluster
 from harness.pytest_plugin import progress_writer, remember_secret, restore
-from harness.scenario import ScenarioResult
+from harness.records import ScenarioResult
 from harness.stack.cluster import Cluster, StackStatus
 from harness.stack.config import REPO_ROOT, load_config
 from harness.verdict import Status, Verdict

@@ -11,8 +11,8 @@ import pytest
 
 from harness import guide
 from harness.known_issues import STALE_PROXIES, Outcome
-from harness.scenario import ScenarioResult, explain
-from harness.verdict import Status
+from harness.records import ScenarioResult
+from harness.verdict import Status, explain
 
 pytestmark = pytest.mark.stack
 

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from harness.checkers.evidence import (
     controller_replaced,
-    identities,
     placement,
     proxy_replaced,
     replica_count,
     replicas_kept,
     replicas_replaced,
 )
+from harness.identity import identities
 from harness.stack.cluster import (
     ControllerInfo,
     NodeInfo,

@@ -22,3 +22,20 @@ def test_plugin_options_are_registered(tmp_path):
                          cwd=tmp_path)
     for option in ("--backend", "--stack-config", "--keep-stack", "--report-dir", "--budgets"):
         assert option in res.stdout, option
+
+
+def test_each_scenario_folder_a_test_wrote_gets_its_timeline_after_the_test(tmp_path):
+    """The report is drawn by the plugin (the entry layer), after each test, for the folders that test wrote: the
+    scenario runtime never imports the report."""
+    (tmp_path / "test_inner.py").write_text(
+        "from harness.history import HistoryWriter, RequestRecord, ErrorKind\n"
+        "def test_inner(report_dir):\n"
+        "    with HistoryWriter(report_dir / 'test_inner' / 'history.jsonl') as w:\n"
+        "        w.append(*(RequestRecord(i * 0.05, i * 0.05, 'a', 'http://127.0.0.1/a', 0.01, 200, ErrorKind.OK)\n"
+        "                   for i in range(40)))\n")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--report-dir",
+                          str(tmp_path / "reports"), str(tmp_path / "test_inner.py")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (timeline,) = (tmp_path / "reports").glob("2*/test_inner/timeline.html")
+    assert "plotly" in timeline.read_text().lower()

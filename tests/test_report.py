@@ -39,7 +39,7 @@ from harness.report import (
     write_run_report,
 )
 from harness.report.compare import Movement
-from harness.report.model import RETRIED
+from harness.records import Figure
 from harness.report.redact import redact_config
 from harness.report.timeline import (
     BandKind,
@@ -97,7 +97,7 @@ def test_summaries_carry_the_verdicts_and_the_runners_figures(run_dir: Path):
     failed = run.scenario("test_head_failure")
     verdict = json.loads((run_dir / "test_head_failure" / "verdict.json").read_text())["verdict"]["figures"]
     assert failed.figures.availability == verdict["availability"] == pytest.approx(0.75)  # a at 0.5, b at 1
-    assert failed.figures.availability_with_retries == verdict[RETRIED]
+    assert failed.figures.availability_with_retries == verdict[Figure.AVAILABILITY_WITH_RETRIES]
     assert failed.figures.longest_outage_s == pytest.approx(7.0)
     assert failed.figures.time_to_recover_s == pytest.approx(RECOVERED - INJECT)
     assert failed.figures.resolution_s == pytest.approx(0.05)

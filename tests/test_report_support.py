@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from history_builders import WALL_OFFSET, event, steady, traffic_mark
 
-from harness.checkers.evidence import IdentityRow
+from harness.checkers.faults import fault_took_effect
 from harness.history import (
     EventKind,
     FaultEvent,
@@ -23,14 +23,10 @@ from harness.history import (
     Record,
     TrafficPhase,
 )
+from harness.identity import IdentityRow
 from harness.known_issues import KnownIssue
-from harness.scenario import (
-    Budget,
-    PhaseTiming,
-    ScenarioResult,
-    ScenarioRun,
-    fault_took_effect,
-)
+from harness.records import Budget, PhaseTiming, ScenarioResult
+from harness.scenario import ScenarioRun
 from harness.verdict import Status, combine
 
 DATA = Path(__file__).parent / "data" / "report"

@@ -16,19 +16,12 @@ import pytest
 from history_builders import event, steady
 
 from harness import guide
+from harness.checkers.faults import fault_took_effect, traffic_coverage
 from harness.checkers.traffic import checker
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter, TrafficPhase
-from harness.scenario import (
-    Budget,
-    ScenarioResult,
-    ScenarioRun,
-    explain,
-    fault_took_effect,
-    guide_procedure,
-    load_budget,
-    traffic_coverage,
-)
+from harness.records import Budget, ScenarioResult, load_budget
+from harness.scenario import ScenarioRun, guide_procedure
 from harness.testing.fake import (
     CONTROLLER_ACTOR_NAME,
     HEALTH_APP,
@@ -36,7 +29,7 @@ from harness.testing.fake import (
     FakeCluster,
     FakeConfig,
 )
-from harness.verdict import Status, Verdict
+from harness.verdict import Status, Verdict, explain
 from harness.waiting import wait_until
 
 BUDGETS = """

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import nightly_cli
 from harness.known_issues import STALE_PROXIES, KnownIssue, Outcome
-from harness.scenario import Budget, ScenarioResult
+from harness.records import Budget, ScenarioResult
 from harness.stats import (
     Spread,
     format_table,

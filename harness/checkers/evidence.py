@@ -8,52 +8,10 @@ Every check here is a pure function of two StackStatus snapshots returning a Ver
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from harness.identity import controller_identity
 from harness.stack.cluster import StackStatus
 from harness.verdict import Status, Verdict
-
-
-@dataclass(frozen=True)
-class IdentityRow:
-    kind: str  # node | controller | proxy | replica
-    what: str  # e.g. "worker1", "replica 3o6aqlf4 on worker1"
-    before: str  # "" when it did not exist
-    after: str  # "" when it is gone
-    changed: bool
-
-
-def _node_ids(status: StackStatus) -> dict[str, str]:
-    return {n.name: n.ray_node_id or "" for n in status.nodes}
-
-
-def _controller(status: StackStatus) -> str:
-    c = status.controller
-    if c is None:
-        return ""
-    return f"pid {c.pid} on {c.node} (node {(_node_ids(status).get(c.node or '') or '?')[:8]}, actor {c.actor_id[:8]})"
-
-
-def identities(before: StackStatus, after: StackStatus) -> tuple[IdentityRow, ...]:
-    rows = []
-    nb, na = _node_ids(before), _node_ids(after)
-    for name in dict.fromkeys([*nb, *na]):
-        rows.append(IdentityRow("node", name, nb.get(name, "")[:12], na.get(name, "")[:12], nb.get(name) != na.get(name)))
-    cb, ca = _controller(before), _controller(after)
-    rows.append(IdentityRow("controller", "Serve controller", cb, ca, cb != ca))
-    pb = {p.node: f"pid {p.pid} (actor {p.actor_id[:8]})" for p in before.proxies}
-    pa = {p.node: f"pid {p.pid} (actor {p.actor_id[:8]})" for p in after.proxies}
-    for node in dict.fromkeys([*pb, *pa]):
-        rows.append(IdentityRow("proxy", f"proxy on {node}", pb.get(node, ""), pa.get(node, ""), pb.get(node) != pa.get(node)))
-    rb = {r.replica_id: r for r in before.replicas}
-    ra = {r.replica_id: r for r in after.replicas}
-    for rid in dict.fromkeys([*rb, *ra]):
-        b, a = rb.get(rid), ra.get(rid)
-        node = (b or a).node  # type: ignore[union-attr]
-        rows.append(IdentityRow("replica", f"{(b or a).deployment} {rid} on {node}",  # type: ignore[union-attr]
-                                f"pid {b.pid}" if b else "", f"pid {a.pid}" if a else "",
-                                b is None or a is None or (b.pid, b.node) != (a.pid, a.node)))
-    return tuple(rows)
 
 
 def _blind(name: str, *snapshots: StackStatus) -> Verdict | None:
@@ -106,7 +64,7 @@ def controller_replaced(before: StackStatus, after: StackStatus) -> Verdict:
     name = "controller_replaced"
     if blind := _blind(name, before, after):
         return blind
-    b, a = _controller(before), _controller(after)
+    b, a = controller_identity(before), controller_identity(after)
     if not b:
         return Verdict(name, Status.UNKNOWN, "no controller before the fault")
     if not a:

@@ -13,11 +13,12 @@ import math
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
+from harness.checkers.faults import fault_took_effect
 from harness.checkers.traffic import availability, time_to_recover
 from harness.history import History, RequestRecord
 from harness.measures import gap_problem, observed_resolution, outage_windows
-from harness.scenario import Budget, explain, fault_took_effect
-from harness.verdict import Status, Verdict, combine
+from harness.records import Budget
+from harness.verdict import Status, Verdict, combine, explain
 
 
 class StepWindow(Protocol):

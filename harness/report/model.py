@@ -9,7 +9,6 @@ missing in ``problems`` and the scenario's status is ``unknown``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -17,24 +16,17 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
-from harness.checkers.evidence import IdentityRow
 from harness.checkers.traffic import availability, longest_outage, time_to_recover
 from harness.history import History, HistoryError
-from harness.known_issues import KnownIssue, Outcome, outcome
+from harness.identity import IdentityRow
+from harness.known_issues import Outcome, outcome
 from harness.measures import RETRY_3X_EXPONENTIAL, observed_resolution
-from harness.scenario import Budget, PhaseTiming, ScenarioResult, explain
-from harness.verdict import Resolution, Status, Verdict
+from harness.records import (
+    HISTORY, LOGS, LOGS_ERROR, SCHEDULE, TIMELINE, VERDICT, Budget, Figure, PhaseTiming, ScenarioFolder,
+    ScenarioResult, VerdictFileError,
+)
+from harness.verdict import Resolution, Status, Verdict, explain
 
-HISTORY = "history.jsonl"
-VERDICT = "verdict.json"
-LOGS = "logs"
-LOGS_ERROR = "logs-error.txt"
-TIMELINE = "timeline.html"
-CONFIG = "config.json"
-SCHEDULE = "schedule.json"  # a random schedule's record (harness.schedules.records.SCHEDULE_FILE)
-EXPECTED = "expected_status"  # optional in verdict.json: "fail" for a control scenario (default "pass")
-
-RETRIED = f"with_retries.availability_{RETRY_3X_EXPONENTIAL.name}"  # the figure key scenarios write
 
 
 @dataclass(frozen=True)
@@ -185,43 +177,6 @@ class RunSummary:
 # verdict.json -> ScenarioResult
 
 
-def verdict_from_json(obj: Mapping) -> Verdict:
-    """The inverse of ``Verdict.to_json`` (a verdict.json without a name or status is damaged)."""
-    if "name" not in obj or "status" not in obj:
-        raise KeyError("a verdict needs a name and a status")
-    return Verdict.from_json({**obj, "figures": {k: v for k, v in (obj.get("figures") or {}).items() if v is not None}})
-
-
-def _record(cls: type, obj: Mapping):
-    """A dataclass from a JSON object, ignoring fields it does not know (files of newer harnesses)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in obj.items() if k in names})
-
-
-def result_from_json(obj: Mapping) -> ScenarioResult:
-    """The inverse of ``ScenarioResult.to_json`` (what a scenario writes as verdict.json)."""
-    return ScenarioResult(
-        scenario=str(obj["scenario"]),
-        stack_run_id=str(obj.get("stack_run_id", "")),
-        verdict=verdict_from_json(obj["verdict"]),
-        budget=_record(Budget, obj["budget"]),
-        serving=tuple(obj.get("serving_endpoints") or ()),
-        identities=tuple(_record(IdentityRow, r) for r in obj.get("identities") or ()),
-        findings=tuple(obj.get("findings") or ()),
-        phases=tuple(_record(PhaseTiming, p) for p in obj.get("phases") or ()),
-        expected=_expected(obj),
-        known_issue=KnownIssue.from_json(obj.get("known_issue")),
-        ray_version=str(obj.get("ray_version") or ""),
-    )
-
-
-def _expected(obj: Mapping) -> Status:
-    """A control's expectation (a known issue's is derived from its versions, not stored)."""
-    if "control" in obj:
-        return Status.FAIL if obj["control"] else Status.PASS
-    return Status(obj.get(EXPECTED, Status.PASS)) if not obj.get("known_issue") else Status.PASS
-
-
 # ---------------------------------------------------------------------------------------------
 # schedule.json -> ScheduleView (read here, not through harness.schedule, which needs hypothesis and a Cluster)
 
@@ -274,9 +229,9 @@ def figures_of_verdict(verdict: Verdict, history: History | None) -> Figures:
     resolution = verdict.resolution if verdict.resolution is not None else (
         observed_resolution(history) if history else None)
     return Figures(
-        availability=f.get("availability"), availability_with_retries=f.get(RETRIED),
-        longest_outage_s=f.get("longest_outage_s"), time_to_recover_s=f.get("time_to_recover_s"),
-        requests=_count(f.get("requests")), failures=_count(f.get("failures")),
+        availability=f.get(Figure.AVAILABILITY), availability_with_retries=f.get(Figure.AVAILABILITY_WITH_RETRIES),
+        longest_outage_s=f.get(Figure.LONGEST_OUTAGE), time_to_recover_s=f.get(Figure.TIME_TO_RECOVER),
+        requests=_count(f.get(Figure.REQUESTS)), failures=_count(f.get(Figure.FAILURES)),
         resolution=resolution, source=VERDICT,
     )
 
@@ -347,9 +302,9 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
         problems.append(f"no {HISTORY}: nothing was recorded")
     if (folder / VERDICT).exists():
         try:
-            result = result_from_json(json.loads((folder / VERDICT).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{VERDICT} unreadable ({type(exc).__name__}: {exc})")
+            result = ScenarioFolder(folder).read_result()
+        except VerdictFileError as exc:
+            problems.append(f"{VERDICT} unreadable ({exc})")
     else:
         problems.append(f"no {VERDICT}: the scenario stopped before its verdict (interrupted or crashed)")
     if result is not None and result.verdict.status is not Status.PASS and not (folder / LOGS).is_dir():

@@ -25,23 +25,16 @@ from markupsafe import Markup
 
 from harness.history import History, HistoryError
 from harness.measures import observed_resolution
+from harness.records import CONFIG, HISTORY, TIMELINE, Budget
 from harness.report import fmt
 from harness.report.compare import Movement, RunComparison, Tolerances, compare_runs
-from harness.report.model import (
-    CONFIG,
-    HISTORY,
-    TIMELINE,
-    RunSummary,
-    ScenarioSummary,
-    load_run,
-)
+from harness.report.model import RunSummary, ScenarioSummary, load_run
 from harness.report.redact import ConfigEntry, RedactedConfig, redact_config
 from harness.report.timeline import timeline_figure
-from harness.scenario import Budget
 from harness.verdict import Status
 
 INDEX = "index.html"
-CONFIG_REDACTED = "config.redacted.json"
+CONFIG_REDACTED = "config.redacted.json"  # the report's own file
 LATEST = "latest"
 RUN_ID = re.compile(r"^\d{8}-\d{6}(-[0-9a-f]+)?$")  # the pytest plugin's <date>-<time>-<hex>
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "png", "scale": 2}}

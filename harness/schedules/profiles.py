@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.scenario import DEFAULT_BUDGETS, Budget, load_budget
+from harness.records import DEFAULT_BUDGETS, Budget, load_budget
 from harness.schedules.spec import FAULT_BUDGET_TABLES
 
 SCENARIO = "random_schedule"

@@ -13,7 +13,6 @@ from harness.schedules.profiles import SCENARIO, ScheduleProfile, replay_hint
 from harness.schedules.spec import FaultSpec, Schedule, Topology, schedule_text
 from harness.verdict import Status
 
-SCHEDULE_FILE = "schedule.json"
 EXAMPLES_DIR = "examples"
 
 

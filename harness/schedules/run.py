@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.checkers import schedule as judge
-from harness.checkers.evidence import identities
 from harness.checkers.traffic import time_to_recover
 from harness.faults import (
     FailHealthCheck,
@@ -35,6 +33,7 @@ from harness.faults import (
     KillWorkerPod,
 )
 from harness.history import EventKind, FaultEvent, HistoryTail, RequestRecord
+from harness.identity import identities
 from harness.known_issues import KnownIssue
 from harness.measures import (
     RETRY_3X_EXPONENTIAL,
@@ -42,8 +41,9 @@ from harness.measures import (
     outage_windows,
     served,
 )
+from harness.records import Figure, Budget, ScenarioResult
 from harness.routing import DRIVER_TIMEOUT_S, routing_verdict
-from harness.scenario import Budget, ScenarioResult, ScenarioRun, explain
+from harness.scenario import ScenarioRun
 from harness.schedules.profiles import SCENARIO, ScheduleBudgets
 from harness.schedules.records import (
     EXAMPLES_DIR,
@@ -64,7 +64,7 @@ from harness.schedules.spec import (
 )
 from harness.stack.cluster import Cluster, Endpoint, StackStatus
 from harness.traffic import PidBody
-from harness.verdict import Status, Verdict, combine
+from harness.verdict import Status, Verdict, combine, explain
 from harness.waiting import WaitTimeout, wait_until
 
 
@@ -471,7 +471,7 @@ class ScheduleRun:
             if seen:
                 figures["availability"] = ok / len(seen)
                 # as a client retrying like Ray recommends would have seen it: reported, not budgeted
-                figures[f"with_retries.availability_{RETRY_3X_EXPONENTIAL.name}"] = \
+                figures[Figure.AVAILABILITY_WITH_RETRIES] = \
                     sum(served(seen, RETRY_3X_EXPONENTIAL)) / len(seen)
             figures["longest_outage_s"] = max((w.duration_s for w in outage_windows(judged)), default=0.0)
             recoveries = time_to_recover(history, max_s=math.inf).figures
@@ -502,7 +502,7 @@ class ScheduleRun:
         result = ScenarioResult(SCENARIO, self.context.cluster.run_id, verdict, budget, self.labels, rows,
                                 tuple(f for state in self.states for fault in state.faults for f in fault.findings),
                                 tuple(run.phases), run.expected, issue, run.ray_version)
-        (run.out_dir / "verdict.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        run.folder.write_result(result)
 
 
 # --- drawn targets -> what runs now ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from harness.known_issues import KnownIssue
+from harness.records import HISTORY, LOGS_ERROR, SCHEDULE, VERDICT, ScenarioFolder
 from harness.schedules.draw import draw_schedules
 from harness.schedules.profiles import (
     SCENARIO,
@@ -41,7 +42,6 @@ from harness.schedules.profiles import (
     selected_seed,
 )
 from harness.schedules.records import (
-    SCHEDULE_FILE,
     ExampleOutcome,
     ExampleRecord,
     Replays,
@@ -191,7 +191,7 @@ def _conclude(context: ScheduleContext, seed: int | None, profile: ScheduleProfi
         status = Status.PASS
         reason = f"{len(examples)} schedule(s) of {sum(len(e.steps) for e in examples)} step(s) stayed within budget"
     result = ScheduleResult(seed, profile, status, reason, original, minimal, replays, hits, tuple(examples),
-                            context.out_dir / SCHEDULE_FILE, time.monotonic() - started, context.config.topology)
+                            context.out_dir / SCHEDULE, time.monotonic() - started, context.config.topology)
     result.write()
     decisive = minimal or (hits[0] if hits else None) or (unknown[0] if unknown else None) or \
         (examples[-1] if examples else None)
@@ -202,24 +202,12 @@ def _conclude(context: ScheduleContext, seed: int | None, profile: ScheduleProfi
 
 
 def _publish(context: ScheduleContext, example: ExampleRecord) -> None:
-    """Copy the decisive example's files up to the schedule's folder (where the report looks) and draw its
-    timeline."""
-    source = context.out_dir / example.folder
-    target = context.out_dir
-    for name in ("history.jsonl", "verdict.json", "logs-error.txt"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
-    if (source / "logs").is_dir():
-        shutil.copytree(source / "logs", target / "logs", dirs_exist_ok=True)
-    try:
-        from harness.report import attach_timeline
-
-        attach_timeline(target)
-    except Exception as exc:  # noqa: BLE001 - a report problem must not hide the verdict
-        (target / "timeline-error.txt").write_text(f"could not render the timeline: {exc}\n")
-    try:
-        import allure
-
-        allure.attach.file(str(target / SCHEDULE_FILE), name=SCHEDULE_FILE, attachment_type=allure.attachment_type.JSON)
-    except Exception:  # noqa: BLE001 - allure is optional here
-        pass
+    """Copy the decisive example's files up to the schedule's folder, where the report looks (the pytest plugin
+    draws its timeline)."""
+    source = ScenarioFolder(context.out_dir / example.folder)
+    target = ScenarioFolder(context.out_dir)
+    for name in (HISTORY, VERDICT, LOGS_ERROR):
+        if source.file(name).is_file():
+            shutil.copy2(source.file(name), target.file(name))
+    if source.logs_dir.is_dir():
+        shutil.copytree(source.logs_dir, target.logs_dir, dirs_exist_ok=True)
