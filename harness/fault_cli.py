@@ -7,18 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 
 from harness.faults import (
-    FailHealthCheck,
-    Fault,
+    CATALOGUE,
+    AppTargets,
     FaultError,
-    KillController,
-    KillHead,
-    KillProxy,
-    KillReplica,
-    KillWorkerPod,
-    LoseWorkerNode,
+    FaultKind,
+    TargetKind,
+    fault_kind,
 )
 from harness.identity import identities
 from harness.stack.cluster import Cluster
@@ -27,38 +23,26 @@ from harness.waiting import WaitTimeout, wait_until
 DEFAULT_STATE_DIR = "/tmp/serve-chaos"
 
 
-def _worker(cluster: Cluster, target: str | None) -> str:
+def _target(cluster: Cluster, kind: FaultKind, target: str | None) -> str:
+    """The target the user named, or the default for the fault's kind: the last running worker, the head."""
+    if kind.target is TargetKind.HEAD:
+        return target or "head"
+    if kind.target is TargetKind.CONTROLLER:
+        return "controller"
+    if target:
+        return target
     workers = cluster.worker_names()
     if not workers:
         raise FaultError("the stack has no running worker")
-    return target or workers[-1]
-
-
-def _health_url(cluster: Cluster, target: str | None) -> str:
-    node = _worker(cluster, target)
-    return next(e.url for e in cluster.endpoints(route="/health") if e.node == node)
-
-
-FAULTS: dict[str, tuple[str, Callable[[Cluster, str | None], Fault]]] = {
-    "kill-worker-pod": ("SIGKILL a worker's processes; its restart policy brings it back",
-                        lambda c, t: KillWorkerPod(c, _worker(c, t))),
-    "lose-worker-node": ("lose a worker for good; a replacement node joins",
-                         lambda c, t: LoseWorkerNode(c, _worker(c, t))),
-    "kill-head": ("SIGKILL the head's processes; it restarts on the same Redis", lambda c, t: KillHead(c)),
-    "kill-controller": ("ray.kill the Serve controller with no_restart=True", lambda c, t: KillController(c)),
-    "kill-replica": ("ray.kill one replica on a node with no_restart=True",
-                     lambda c, t: KillReplica(c, _worker(c, t))),
-    "kill-proxy": ("ray.kill the proxy of a node with no_restart=False", lambda c, t: KillProxy(c, _worker(c, t))),
-    "fail-health-check": ("make one replica of the health-check app fail its check_health",
-                          lambda c, t: FailHealthCheck(c, _health_url(c, t))),
-}
+    return workers[-1]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    epilog = "faults:\n" + "\n".join(f"  {name:<18} {text}" for name, (text, _) in FAULTS.items())
+    epilog = "faults:\n" + "\n".join(f"  {k.cli:<18} {k.description}" for k in CATALOGUE)
     p = subparsers.add_parser("inject", help="inject one fault into the running stack and watch it recover",
                               epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("fault", choices=sorted(FAULTS), metavar="FAULT", help="one of: " + ", ".join(FAULTS))
+    p.add_argument("fault", choices=sorted(k.cli for k in CATALOGUE), metavar="FAULT",
+                   help="one of: " + ", ".join(k.cli for k in CATALOGUE))
     p.add_argument("--target", help="the node (default: the last running worker; the head for kill-head)")
     p.add_argument("--recover-timeout", type=float, default=120.0, help="seconds to wait for recovery")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -66,12 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from harness.local.backend import LocalCluster, StackError
+    from harness.local.backend import LocalCluster
+    from harness.stack.errors import StackError
 
     try:
         cluster = LocalCluster.attach(args.state_dir)
         before = cluster.wait_healthy(timeout_s=30)
-        fault = FAULTS[args.fault][1](cluster, args.target)
+        kind = fault_kind(args.fault)
+        fault = kind.build(cluster, _target(cluster, kind, args.target), AppTargets())
     except (StackError, FaultError, WaitTimeout) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -80,7 +66,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
 
-    say(f"{fault.name} on {fault.target}: injecting ({FAULTS[args.fault][0]})")
+    say(f"{fault.name} on {fault.target}: injecting ({kind.description})")
     try:
         fault.inject()
         say("injected")

@@ -3,14 +3,17 @@
 Each fault has ``inject()``, an idempotent ``heal()``, and two probes that are questions:
 ``taken_effect()`` (did the failure really happen?) and ``recovered()`` (is the stack back, by identity
 evidence, not just by answering?). A probe that cannot see (the head's API is down, so a status lists
-nothing) answers "not yet", never "yes": an empty observation is not evidence. ``findings`` carries what the fault learnt (e.g. whether a proxy was
-restarted by Ray or replaced by the controller). Faults talk to a backend only through the Cluster protocol.
+nothing) answers "not yet", never "yes": an empty observation is not evidence. ``findings`` carries what the
+fault learnt (e.g. whether a proxy was restarted by Ray or replaced by the controller). Faults talk to a
+backend only through the Cluster protocol. ``CATALOGUE`` is the one list of them, by kind and CLI name.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 import requests
@@ -353,3 +356,71 @@ class FailHealthCheck:
 
     def heal(self) -> None:
         """Nothing to undo: the controller replaces the unhealthy replica."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The one catalogue of faults: the CLI (`python -m harness inject`), the random schedules and the guide's
+# scenarios build faults here, by kind (``KillReplica``) or by the CLI's name (``kill-replica``).
+
+
+class TargetKind(StrEnum):
+    WORKER = "worker"  # a worker node
+    NODE = "node"  # any node with a proxy
+    HEAD = "head"
+    CONTROLLER = "controller"  # the Serve controller (no node)
+
+
+@dataclass(frozen=True)
+class AppTargets:
+    """What the app-level faults act on: the deployment whose replicas are killed, and the health-check app."""
+
+    deployment: str = "SleepyPid"
+    health_route: str = "/health"
+    health_deployment: str = "HealthToggle"
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    kind: str  # the fault's class name, e.g. KillWorkerPod (as histories and schedules name it)
+    cli: str  # the command line's name, e.g. kill-worker-pod
+    description: str
+    target: TargetKind
+    build: Callable[[Cluster, str, AppTargets], Fault]
+
+
+def _health_fault(cluster: Cluster, target: str, app: AppTargets) -> Fault:
+    url = next((e.url for e in cluster.endpoints(route=app.health_route) if e.node == target), None)
+    if url is None:
+        raise FaultError(f"no endpoint of {app.health_route} on {target}")
+    replicas = sum(1 for r in cluster.status().replicas if r.deployment == app.health_deployment and r.state == "RUNNING")
+    return FailHealthCheck(cluster, url, app.health_deployment, replicas)
+
+
+CATALOGUE: tuple[FaultKind, ...] = (
+    FaultKind("KillWorkerPod", "kill-worker-pod", "SIGKILL a worker's processes; its restart policy brings it back",
+              TargetKind.WORKER, lambda c, t, a: KillWorkerPod(c, t)),
+    FaultKind("LoseWorkerNode", "lose-worker-node", "lose a worker for good; a replacement node joins",
+              TargetKind.WORKER, lambda c, t, a: LoseWorkerNode(c, t)),
+    FaultKind("KillHead", "kill-head", "SIGKILL the head's processes; it restarts on the same Redis",
+              TargetKind.HEAD, lambda c, t, a: KillHead(c, t)),
+    FaultKind("KillController", "kill-controller", "ray.kill the Serve controller with no_restart=True",
+              TargetKind.CONTROLLER, lambda c, t, a: KillController(c)),
+    FaultKind("KillReplica", "kill-replica", "ray.kill one replica on a node with no_restart=True",
+              TargetKind.NODE, lambda c, t, a: KillReplica(c, t, a.deployment)),
+    FaultKind("KillProxy", "kill-proxy", "ray.kill the proxy of a node with no_restart=False",
+              TargetKind.NODE, lambda c, t, a: KillProxy(c, t)),
+    FaultKind("FailHealthCheck", "fail-health-check", "make one replica of the health-check app fail its check_health",
+              TargetKind.NODE, _health_fault),
+)
+
+
+def fault_kind(name: str) -> FaultKind:
+    """A fault of the catalogue by its kind (``KillReplica``) or its command-line name (``kill-replica``)."""
+    for kind in CATALOGUE:
+        if name in (kind.kind, kind.cli):
+            return kind
+    raise FaultError(f"no fault {name!r}; faults: {', '.join(k.cli for k in CATALOGUE)}")
+
+
+def make_fault(name: str, cluster: Cluster, target: str, app: AppTargets = AppTargets()) -> Fault:
+    return fault_kind(name).build(cluster, target, app)

@@ -1,12 +1,20 @@
-"""The fault-tolerance guide's failures as scenario procedures, one function each.
+"""The fault-tolerance guide's failures, each a value: the fault (from the catalogue), whose endpoints must keep
+serving, what must and must not have changed (identity checks on the history's before/after snapshots), and
+the follow-up checks once the stack recovered. ``run_guide`` runs one through the guide's procedure (arrange,
+traffic, inject, confirm, recover, observe, after recovery, verdict; ``harness.scenario.run_procedure``).
 
-Each takes a ScenarioRun, the cluster and a target, runs the guide's procedure (arrange, traffic, inject,
-confirm, recover, observe, verdict) and returns the ScenarioResult. The seed scenarios call them on a
-healthy stack and expect a pass; the controls call the same functions on a stack whose property is broken
-and expect a fail.
+    result = run_guide(GUIDE["head_failure"], run, cluster)
+
+The seed scenarios call them on a healthy stack and expect a pass; the controls call the same ones on a stack
+whose property is broken and expect a fail. The functions below (``head_failure(run, cluster)`` ...) are the
+same values, spelled as the tests call them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 from harness.checkers.evidence import (
     controller_replaced,
@@ -17,19 +25,18 @@ from harness.checkers.evidence import (
     replicas_replaced,
 )
 from harness.checkers.traffic import longest_outage
-from harness.faults import (
-    FailHealthCheck,
-    KillController,
-    KillHead,
-    KillProxy,
-    KillReplica,
-    KillWorkerPod,
-    LoseWorkerNode,
-)
+from harness.faults import AppTargets, KillReplica, fault_kind
 from harness.records import ScenarioResult
 from harness.routing import routing_verdict
-from harness.scenario import ScenarioRun, guide_procedure
-from harness.stack.cluster import Cluster
+from harness.scenario import (
+    Evidence,
+    EvidenceCheck,
+    FollowUp,
+    Procedure,
+    ScenarioRun,
+    run_procedure,
+)
+from harness.stack.cluster import Cluster, StackStatus
 from harness.verdict import Status, Verdict
 from harness.waiting import WaitTimeout, wait_until
 
@@ -37,51 +44,92 @@ APP_DEPLOYMENT = "SleepyPid"
 HEALTH_ROUTE = "/health"
 HEALTH_APP = "health"
 HEALTH_DEPLOYMENT = "HealthToggle"
+APP = AppTargets(APP_DEPLOYMENT, HEALTH_ROUTE, HEALTH_DEPLOYMENT)
 
 
-def _others(cluster: Cluster, target: str) -> list[str]:
-    return [e.node for e in cluster.endpoints() if e.node != target]
+class Serving(StrEnum):
+    """Whose endpoints must keep serving while the fault is in effect."""
+
+    ALL = "every proxy"
+    OTHERS = "every proxy but the target's"
+    WORKERS = "the workers' proxies"
 
 
-def _expected_replicas(cluster: Cluster) -> int:
-    return sum(1 for r in cluster.status().replicas if r.deployment == APP_DEPLOYMENT and r.state == "RUNNING")
+def _running(status: StackStatus, deployment: str) -> int:
+    return sum(1 for r in status.replicas if r.deployment == deployment and r.state == "RUNNING")
 
 
-def worker_pod_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
-    """Kill one worker's processes; the other proxies keep serving; the pod restarts; moved replicas are new,
-    replicas on untouched nodes keep their PIDs; all replicas healthy again."""
-    return _node_loss(run, cluster, KillWorkerPod(cluster, target))
+# --- what must (not) change: identity checks on the snapshots ------------------------------------------------
+
+def target_replicas_replaced(e: Evidence) -> Verdict:
+    """The replicas that ran on the killed node are gone; new ones (new ids) run instead."""
+    return replicas_replaced(e.before, e.after, e.fault.target, APP_DEPLOYMENT)
 
 
-def worker_node_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
-    """Lose a worker node for good; a replacement node joins; replicas respawn; the survivors keep serving."""
-    return _node_loss(run, cluster, LoseWorkerNode(cluster, target))
+def other_replicas_kept(e: Evidence) -> Verdict:
+    """Replicas on the nodes the fault did not touch keep their replica id and PID."""
+    others = [n.name for n in e.before.nodes if n.name != e.fault.target]
+    return replicas_kept(e.before, e.after, others, APP_DEPLOYMENT)
 
 
-def _node_loss(run: ScenarioRun, cluster: Cluster, fault: KillWorkerPod | LoseWorkerNode) -> ScenarioResult:
-    others = _others(cluster, fault.target)
-    expected = _expected_replicas(cluster)
-    return guide_procedure(
-        run, fault, cluster.endpoints(), serving=others,
-        extra_checks=lambda before, after: [
-            replicas_replaced(before, after, fault.target, APP_DEPLOYMENT),
-            replicas_kept(before, after, others, APP_DEPLOYMENT),
-            replica_count(after, APP_DEPLOYMENT, expected),
-        ])
+def worker_replicas_kept(e: Evidence) -> Verdict:
+    workers = [n.name for n in e.before.nodes if n.role == "worker"]
+    return replicas_kept(e.before, e.after, workers, APP_DEPLOYMENT)
 
 
-def head_failure(run: ScenarioRun, cluster: Cluster) -> ScenarioResult:
-    """Kill the head; the worker proxies keep serving, worker replicas keep their PIDs, the head returns,
-    the controller returns in a new process, and the cluster accepts changes again."""
-    workers = [e.node for e in cluster.endpoints() if e.node != "head"]
-    return guide_procedure(
-        run, KillHead(cluster), cluster.endpoints(), serving=workers,
-        extra_checks=lambda before, after: [
-            replicas_kept(before, after, workers, APP_DEPLOYMENT),
-            controller_replaced(before, after),
-        ],
-        after_recovery=lambda: [accepts_changes(cluster), routing_verdict(cluster, "routing_after_recovery")])
+def all_replicas_back(e: Evidence) -> Verdict:
+    """As many RUNNING replicas of the app as before."""
+    return replica_count(e.after, APP_DEPLOYMENT, _running(e.before, APP_DEPLOYMENT))
 
+
+def all_health_replicas_back(e: Evidence) -> Verdict:
+    return replica_count(e.after, HEALTH_DEPLOYMENT, _running(e.before, HEALTH_DEPLOYMENT))
+
+
+def new_controller(e: Evidence) -> Verdict:
+    return controller_replaced(e.before, e.after)
+
+
+def target_proxy_replaced(e: Evidence) -> Verdict:
+    return proxy_replaced(e.before, e.after, e.fault.target)
+
+
+def victim_replaced(e: Evidence) -> Verdict:
+    """The killed replica is gone and a new one (new id) runs."""
+    name = "replica_replaced"
+    victim = getattr(e.fault, "victim", None)
+    if victim is None:
+        return Verdict(name, Status.UNKNOWN, "no replica was killed")
+    new = {r.replica_id for r in e.after.replicas if r.state == "RUNNING"} - {r.replica_id for r in e.before.replicas}
+    gone = all(r.replica_id != victim.replica_id for r in e.after.replicas)
+    if gone and new:
+        return Verdict(name, Status.PASS, f"replica {victim.replica_id} (pid {victim.pid}) replaced by {sorted(new)}")
+    return Verdict(name, Status.FAIL, f"replica {victim.replica_id} gone={gone}, new replicas {sorted(new)}")
+
+
+def killed_proxy_outage(e: Evidence) -> Verdict:
+    """The killed proxy's own endpoint: its outage, measured, and it serves again by the end."""
+    name, target = "killed_proxy_endpoint", e.fault.target
+    history = e.history.select([target])
+    outage = longest_outage(history, max_outage_s=float("inf"))
+    figures = {f"killed_proxy.{k}": v for k, v in outage.figures.items()}
+    last = history.requests[-5:]
+    if not last:
+        return Verdict(name, Status.UNKNOWN, f"no traffic to {target}", figures)
+    if not all(r.ok for r in last):
+        return Verdict(name, Status.FAIL, f"{target}'s endpoint still fails at the end", figures)
+    return Verdict(name, Status.PASS, f"{target}'s endpoint served again; its outage: {outage.reason}", figures)
+
+
+def spread_at_most(max_per_node: int) -> EvidenceCheck:
+    def spread(e: Evidence) -> Verdict:
+        """Before the fault, at most ``max_per_node`` replicas per node, on at least two nodes."""
+        return placement(e.before, APP_DEPLOYMENT, max_per_node, min_nodes=2)
+
+    return spread
+
+
+# --- follow-ups, once the stack recovered ----------------------------------------------------------------------
 
 def accepts_changes(cluster: Cluster, timeout_s: float = 60) -> Verdict:
     """Prove the controller takes changes: scale the health-check app up by one, see it run, scale it back."""
@@ -110,104 +158,150 @@ def accepts_changes(cluster: Cluster, timeout_s: float = 60) -> Verdict:
 
 
 def _health_replicas(cluster: Cluster) -> int:
-    return sum(1 for r in cluster.status().replicas if r.deployment == HEALTH_DEPLOYMENT and r.state == "RUNNING")
+    return _running(cluster.status(), HEALTH_DEPLOYMENT)
+
+
+def changes_accepted(run: ScenarioRun) -> list[Verdict]:
+    return [accepts_changes(run.cluster)]
+
+
+def routed(name: str) -> FollowUp:
+    def routing(run: ScenarioRun) -> list[Verdict]:
+        """Every proxy routes every route to exactly the replicas the controller runs."""
+        return [routing_verdict(run.cluster, name)]
+
+    routing.__name__ = name
+    return routing
+
+
+def health_checking_after_recovery(run: ScenarioRun) -> list[Verdict]:
+    """The recovered controller checks health again: a replica killed now (a follow-up fault, injected through
+    the run: recorded, healed) is replaced."""
+    name = "health_checking_after_recovery"
+    target = next((r.node for r in run.cluster.status().replicas
+                   if r.deployment == APP_DEPLOYMENT and r.state == "RUNNING" and r.node), None)
+    if target is None:
+        return [Verdict(name, Status.UNKNOWN, f"no RUNNING replica of {APP_DEPLOYMENT} to kill after recovery")]
+    fault = KillReplica(run.cluster, target, APP_DEPLOYMENT)
+    try:
+        run.inject(fault, follow_up=True)
+    except Exception as exc:  # noqa: BLE001
+        return [Verdict(name, Status.UNKNOWN, f"could not kill a replica after recovery: {exc}")]
+    if not run.confirm(fault) or not run.recover(fault, timeout_s=60):
+        return [Verdict(name, Status.FAIL, f"the new controller did not replace the replica killed after recovery "
+                        f"({'; '.join(fault.findings)})")]
+    return [Verdict(name, Status.PASS, f"the new controller replaced {'; '.join(fault.findings)}")]
+
+
+# --- the guide's failures --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GuideScenario:
+    name: str
+    fault: str  # a fault of the catalogue (harness/faults.py)
+    serving: Serving
+    evidence: tuple[EvidenceCheck, ...] = ()
+    follow_ups: tuple[FollowUp, ...] = ()
+    route: str | None = None  # traffic to this route of every proxy (default: the app's)
+    summary: str = field(default="", compare=False)
+
+
+GUIDE: dict[str, GuideScenario] = {s.name: s for s in (
+    GuideScenario("worker_pod_failure", "KillWorkerPod", Serving.OTHERS,
+                  (target_replicas_replaced, other_replicas_kept, all_replicas_back),
+                  summary="kill one worker's processes; the other proxies keep serving; the pod restarts; its "
+                          "replicas are new, replicas on untouched nodes keep their PIDs; all replicas back"),
+    GuideScenario("worker_node_failure", "LoseWorkerNode", Serving.OTHERS,
+                  (target_replicas_replaced, other_replicas_kept, all_replicas_back),
+                  summary="lose a worker for good; a replacement node joins; replicas respawn; the others serve"),
+    GuideScenario("head_failure", "KillHead", Serving.WORKERS, (worker_replicas_kept, new_controller),
+                  (changes_accepted, routed("routing_after_recovery")),
+                  summary="kill the head; the worker proxies keep serving, worker replicas keep their PIDs, the "
+                          "controller returns in a new process, and the cluster accepts changes again"),
+    GuideScenario("controller_failure", "KillController", Serving.ALL, (new_controller,),
+                  (health_checking_after_recovery, routed("routing_after_recovery")),
+                  summary="ray.kill the controller for good; no failed request; a new controller comes back; "
+                          "health checking works again (a replica killed afterwards is replaced) and every proxy "
+                          "routes to the replacement"),
+    GuideScenario("replica_failure", "KillReplica", Serving.ALL, (all_replicas_back, victim_replaced),
+                  (routed("replacement_routed"),),
+                  summary="ray.kill one replica for good; the others keep serving; a replacement with a new id "
+                          "and PID, which every proxy routes to"),
+    GuideScenario("proxy_failure", "KillProxy", Serving.OTHERS, (target_proxy_replaced, killed_proxy_outage),
+                  summary="ray.kill one proxy; the other proxies serve with zero failures; the killed node's "
+                          "outage is measured; the proxy comes back in a new process"),
+    GuideScenario("health_check_failure", "FailHealthCheck", Serving.ALL, (all_health_replicas_back,),
+                  route=HEALTH_ROUTE,
+                  summary="make one replica's check_health fail; the controller replaces it within the "
+                          "detection budget"),
+)}
+
+
+def serving_nodes(scenario: GuideScenario, cluster: Cluster, target: str, route: str | None = None) -> tuple[str, ...]:
+    nodes = [e.node for e in cluster.endpoints(route=route)]
+    match scenario.serving:
+        case Serving.ALL:
+            return tuple(nodes)
+        case Serving.OTHERS:
+            return tuple(n for n in nodes if n != target)
+        case Serving.WORKERS:
+            workers = set(cluster.worker_names())
+            return tuple(n for n in nodes if n in workers)
+    raise ValueError(scenario.serving)
+
+
+def run_guide(scenario: GuideScenario, run: ScenarioRun, cluster: Cluster, target: str | None = None, *,
+              serving: Sequence[str] | None = None,
+              extra_evidence: Sequence[EvidenceCheck] = ()) -> ScenarioResult:
+    """One guide scenario through the procedure; ``target`` is the node (the head for KillHead, none for the
+    controller); ``serving`` overrides whose endpoints must keep serving (a control may narrow it)."""
+    kind = fault_kind(scenario.fault)
+    target = target or ("head" if scenario.fault == "KillHead" else "controller")
+    fault = kind.build(cluster, target, APP)
+    endpoints = cluster.endpoints(route=scenario.route)
+    procedure = Procedure(
+        fault, tuple(endpoints),
+        tuple(serving) if serving is not None else serving_nodes(scenario, cluster, target, scenario.route),
+        (*scenario.evidence, *extra_evidence), scenario.follow_ups,
+        max_detection_s=run.budget.max_detection_s if scenario.fault == "FailHealthCheck" else None)
+    return run_procedure(run, procedure)
+
+
+# --- as the tests call them ------------------------------------------------------------------------------------
+
+def worker_pod_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
+    return run_guide(GUIDE["worker_pod_failure"], run, cluster, target)
+
+
+def worker_node_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
+    return run_guide(GUIDE["worker_node_failure"], run, cluster, target)
+
+
+def head_failure(run: ScenarioRun, cluster: Cluster) -> ScenarioResult:
+    return run_guide(GUIDE["head_failure"], run, cluster)
 
 
 def controller_failure(run: ScenarioRun, cluster: Cluster) -> ScenarioResult:
-    """ray.kill the controller for good; zero failed requests; a new controller (new PID) comes back; health
-    checking works again afterwards (a replica killed after recovery is replaced), and every proxy routes to
-    the replacement (on Ray 2.60 the proxies that outlive the old controller never hear of it:
-    harness/routing.py)."""
-    return guide_procedure(
-        run, KillController(cluster), cluster.endpoints(), serving=[e.node for e in cluster.endpoints()],
-        extra_checks=lambda before, after: [controller_replaced(before, after)],
-        after_recovery=lambda: [replica_replaced_after_recovery(run, cluster),
-                                routing_verdict(cluster, "routing_after_recovery")])
-
-
-def replica_replaced_after_recovery(run: ScenarioRun, cluster: Cluster) -> Verdict:
-    name = "health_checking_after_recovery"
-    target = next((r.node for r in cluster.status().replicas
-                   if r.deployment == APP_DEPLOYMENT and r.state == "RUNNING" and r.node), None)
-    if target is None:
-        return Verdict(name, Status.UNKNOWN, f"no RUNNING replica of {APP_DEPLOYMENT} to kill after recovery")
-    fault = KillReplica(cluster, target)
-    try:
-        fault.inject()
-        wait_until("the replica killed after recovery to be replaced", fault.recovered, timeout_s=60)
-    except Exception as exc:  # noqa: BLE001
-        return Verdict(name, Status.FAIL, f"the new controller did not replace a killed replica: {exc}")
-    return Verdict(name, Status.PASS, f"the new controller replaced {'; '.join(fault.findings)}")
+    return run_guide(GUIDE["controller_failure"], run, cluster)
 
 
 def replica_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
-    """ray.kill one replica for good; the others keep serving; a replacement with a new id and PID, which every
-    proxy routes to."""
-    expected = _expected_replicas(cluster)
-    fault = KillReplica(cluster, target)
-    return guide_procedure(
-        run, fault, cluster.endpoints(), serving=[e.node for e in cluster.endpoints()],
-        extra_checks=lambda before, after: [
-            replica_count(after, APP_DEPLOYMENT, expected),
-            _victim_replaced(before, after, fault),
-        ],
-        after_recovery=lambda: [routing_verdict(cluster, "replacement_routed")])
-
-
-def _victim_replaced(before, after, fault: KillReplica) -> Verdict:
-    name = "replica_replaced"
-    if fault.victim is None:
-        return Verdict(name, Status.UNKNOWN, "no replica was killed")
-    new = {r.replica_id for r in after.replicas if r.state == "RUNNING"} - {r.replica_id for r in before.replicas}
-    gone = all(r.replica_id != fault.victim.replica_id for r in after.replicas)
-    if gone and new:
-        return Verdict(name, Status.PASS, f"replica {fault.victim.replica_id} (pid {fault.victim.pid}) replaced by {sorted(new)}")
-    return Verdict(name, Status.FAIL, f"replica {fault.victim.replica_id} gone={gone}, new replicas {sorted(new)}")
+    return run_guide(GUIDE["replica_failure"], run, cluster, target)
 
 
 def proxy_failure(run: ScenarioRun, cluster: Cluster, target: str, serving: list[str] | None = None) -> ScenarioResult:
-    """ray.kill one proxy (no_restart=False); the other proxies serve with zero failures; the killed node's
-    outage is measured; the proxy comes back in a new process."""
-    serving = serving if serving is not None else _others(cluster, target)
-    return guide_procedure(
-        run, KillProxy(cluster, target), cluster.endpoints(), serving=serving,
-        extra_checks=lambda before, after: [
-            proxy_replaced(before, after, target),
-            killed_proxy_outage(run, target),
-        ])
-
-
-def killed_proxy_outage(run: ScenarioRun, target: str) -> Verdict:
-    """The killed proxy's own endpoint: its outage, measured, and it serves again by the end."""
-    history = run.history().select([target])
-    outage = longest_outage(history, max_outage_s=float("inf"))
-    figures = {f"killed_proxy.{k}": v for k, v in outage.figures.items()}
-    last = history.requests[-5:]
-    if not last:
-        return Verdict("killed_proxy_endpoint", Status.UNKNOWN, f"no traffic to {target}", figures)
-    if not all(r.ok for r in last):
-        return Verdict("killed_proxy_endpoint", Status.FAIL, f"{target}'s endpoint still fails at the end", figures)
-    return Verdict("killed_proxy_endpoint", Status.PASS,
-                   f"{target}'s endpoint served again; its outage: {outage.reason}", figures)
+    return run_guide(GUIDE["proxy_failure"], run, cluster, target, serving=serving)
 
 
 def health_check_failure(run: ScenarioRun, cluster: Cluster, target: str) -> ScenarioResult:
-    """Make one replica's check_health fail; the controller replaces it; the time to detect is measured
-    against the configured period and timeout."""
-    endpoints = cluster.endpoints(route=HEALTH_ROUTE)
-    url = next(e.url for e in endpoints if e.node == target)
-    replicas = _health_replicas(cluster)
-    return guide_procedure(
-        run, FailHealthCheck(cluster, url, HEALTH_DEPLOYMENT, replicas), endpoints,
-        serving=[e.node for e in endpoints], max_detection_s=run.budget.max_detection_s,
-        extra_checks=lambda before, after: [replica_count(after, HEALTH_DEPLOYMENT, replicas)])
+    return run_guide(GUIDE["health_check_failure"], run, cluster, target)
+
+
+REPLICA_SPREAD = GuideScenario("replica_spread", "KillWorkerPod", Serving.OTHERS, (all_replicas_back,),
+                               summary="with max_replicas_per_node, no node holds more than the limit; losing a "
+                                       "node keeps the app available")
 
 
 def replica_spread(run: ScenarioRun, cluster: Cluster, target: str, max_per_node: int) -> ScenarioResult:
-    """With max_replicas_per_node, no node holds more than the limit; losing a node keeps the app available."""
-    others = _others(cluster, target)
-    expected = _expected_replicas(cluster)
-    spread = placement(cluster.status(), APP_DEPLOYMENT, max_per_node, min_nodes=2)
-    return guide_procedure(
-        run, KillWorkerPod(cluster, target), cluster.endpoints(), serving=others,
-        extra_checks=lambda before, after: [spread, replica_count(after, APP_DEPLOYMENT, expected)])
+    return run_guide(REPLICA_SPREAD, run, cluster, target, extra_evidence=(spread_at_most(max_per_node),))
+

@@ -1,10 +1,13 @@
 """History: the append-only record of a run, the single source of truth for every verdict.
 
-Three kinds of record, all typed and frozen:
+Four kinds of record, all typed and frozen:
 
 - ``RequestRecord``: one HTTP request sent by Traffic, whatever its outcome;
-- ``FaultEvent``: a fault's life (inject, taken_effect, recovered, healed) or a free note;
-- ``TrafficMark``: traffic started, finished on its own, or was stopped, with its plan.
+- ``FaultEvent``: a fault's life (inject, taken_effect, recovered, healed), a scenario's phase starting
+  (``phase``: its name), or a free note;
+- ``TrafficMark``: traffic started, finished on its own, or was stopped, with its plan;
+- ``Snapshot``: what the stack ran at a moment (nodes, controller, proxies, replicas with PIDs and ids),
+  labelled ``before`` or ``after``: the identity evidence every check reads.
 
 On disk a History is JSON Lines (schema in ``docs/history.md``), written while the run goes: every
 ``append`` is one ``os.write`` of whole lines on a file opened with ``O_APPEND``, so several processes
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from harness.stack.cluster import Endpoint
+from harness.stack.cluster import Endpoint, StackStatus
 
 
 class ErrorKind(StrEnum):
@@ -47,6 +50,7 @@ class EventKind(StrEnum):
     TAKEN_EFFECT = "taken_effect"
     RECOVERED = "recovered"
     HEALED = "healed"
+    PHASE = "phase"  # a scenario's phase starts: name = the phase, target = the scenario
     NOTE = "note"
 
 
@@ -108,9 +112,19 @@ class TrafficMark:
     sending_ended: float | None = None
 
 
-Record = RequestRecord | FaultEvent | TrafficMark
+@dataclass(frozen=True)
+class Snapshot:
+    """The stack as a status read saw it, at a labelled moment of a scenario ("before", "after")."""
 
-_TAGS: dict[type, str] = {RequestRecord: "request", FaultEvent: "fault", TrafficMark: "traffic"}
+    t_mono: float
+    t_wall: float
+    label: str
+    status: StackStatus
+
+
+Record = RequestRecord | FaultEvent | TrafficMark | Snapshot
+
+_TAGS: dict[type, str] = {RequestRecord: "request", FaultEvent: "fault", TrafficMark: "traffic", Snapshot: "snapshot"}
 
 
 class HistoryError(ValueError):
@@ -122,6 +136,8 @@ def encode(record: Record) -> bytes:
     fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
     if isinstance(record, TrafficMark):
         fields["endpoints"] = [dataclasses.asdict(e) for e in record.endpoints]
+    elif isinstance(record, Snapshot):
+        fields["status"] = record.status.to_json()
     line = json.dumps({"type": _TAGS[type(record)], **fields}, separators=(",", ":"))
     return line.encode() + b"\n"
 
@@ -138,6 +154,8 @@ def decode(obj: dict) -> Record:
         fields["error"] = ErrorKind(fields["error"])
     elif cls is FaultEvent:
         fields["kind"] = EventKind(fields["kind"])
+    elif cls is Snapshot:
+        fields["status"] = StackStatus.from_json(fields["status"])
     else:
         fields["phase"] = TrafficPhase(fields["phase"])
         fields["endpoints"] = tuple(Endpoint(**e) for e in fields["endpoints"])
@@ -185,6 +203,7 @@ class History:
     requests: tuple[RequestRecord, ...] = ()
     events: tuple[FaultEvent, ...] = ()
     traffic: tuple[TrafficMark, ...] = ()
+    snapshots: tuple[Snapshot, ...] = ()
     truncated: bool = False  # the file's last line was cut short and left out
     # the judged window (``between``): requests sent in [window_start, window_end); None: unbounded
     window_start: float | None = None
@@ -197,7 +216,7 @@ class History:
         def sort(kind: type) -> tuple:
             return tuple(sorted((r for r in records if isinstance(r, kind)), key=lambda r: r.t_mono))
 
-        return cls(sort(RequestRecord), sort(FaultEvent), sort(TrafficMark), truncated)
+        return cls(sort(RequestRecord), sort(FaultEvent), sort(TrafficMark), sort(Snapshot), truncated)
 
     @classmethod
     def load(cls, path: str | Path) -> History:
@@ -237,6 +256,15 @@ class History:
             window_start=start if start > -math.inf else None,
             window_end=end if end < math.inf else None,
         )
+
+    def snapshot(self, label: str) -> StackStatus | None:
+        """The last snapshot with this label (None: none was taken)."""
+        found = [s for s in self.snapshots if s.label == label]
+        return found[-1].status if found else None
+
+    def phases(self) -> tuple[FaultEvent, ...]:
+        """The scenario's phase events, in order."""
+        return tuple(e for e in self.events if e.kind is EventKind.PHASE)
 
     @property
     def origin(self) -> float | None:
@@ -292,6 +320,12 @@ class HistoryWriter:
 
     def note(self, text: str, *, name: str = "harness", target: str = "") -> FaultEvent:
         return self.event(EventKind.NOTE, name, target, text)
+
+    def snapshot(self, label: str, status: StackStatus) -> Snapshot:
+        """Record what the stack runs now under ``label``, and return it."""
+        record = Snapshot(time.monotonic(), time.time(), label, status)
+        self.append(record)
+        return record
 
     def close(self) -> None:
         if self._fd is not None:

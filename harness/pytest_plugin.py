@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,7 +115,13 @@ def _scenario_artefacts(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that wrote into the session's report folder: each scenario folder it wrote gets its
     timeline drawn (timeline.html) and its files attached to the Allure test. The report is drawn here, at the
     entry layer, so that the scenario runtime never imports the report."""
-    from harness.records import HISTORY, SCHEDULE, TIMELINE_ERROR, VERDICT, ScenarioFolder
+    from harness.records import (
+        HISTORY,
+        SCHEDULE,
+        TIMELINE_ERROR,
+        VERDICT,
+        ScenarioFolder,
+    )
 
     if "report_dir" not in request.fixturenames:
         yield
@@ -229,6 +235,7 @@ def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pyt
     folder, whose budget is [name] in the budgets file, on a stack checked healthy (restored if needed).
     Its cleanups (heal faults, stop traffic) run at teardown, even after a failure."""
     from harness.records import load_budget
+    from harness.repair import restore
     from harness.scenario import ScenarioRun
 
     runs: list[ScenarioRun] = []
@@ -253,39 +260,3 @@ def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pyt
         raise RuntimeError("; ".join(errors))
 
 
-def restore(cluster, say: Callable[[str], None] | None = None) -> None:
-    """Bring a shared stack back to healthy before a scenario: nodes that should run are started, the Serve
-    config is applied if the app is gone, then the stack must be healthy, and every proxy must route to the
-    replicas the controller runs (a proxy that outlived a replaced controller is replaced: harness/routing.py)."""
-    from harness.local.backend import StackError
-    from harness.routing import (
-        RoutingUnavailable,
-        refresh_proxies,
-        wait_routing_converged,
-    )
-
-    say = say or (lambda msg: print(msg, flush=True))
-
-    try:
-        cluster.wait_healthy(timeout_s=20)
-    except StackError as first:
-        say(f"stack not healthy before the scenario, restoring: {first}".splitlines()[0])
-        for node in ("head", *cluster.worker_names()):
-            if not cluster.node_alive(node):
-                cluster.start_node(node)
-        if cluster.status().controller is None:
-            cluster.apply_serve_config()
-        cluster.wait_healthy()
-    try:
-        reading = wait_routing_converged(cluster, timeout_s=10)
-        if reading.unread:
-            say(f"proxy routing partly unread before the scenario: {'; '.join(map(str, reading.unread))}")
-        if reading.stale:
-            say("stale proxy routing before the scenario, replacing those proxies: " + "; ".join(map(str, reading.stale)))
-            started = time.monotonic()
-            replaced = refresh_proxies(cluster, reading.stale)
-            cluster.wait_healthy()
-            say(f"replaced the proxies on {', '.join(replaced)} in {time.monotonic() - started:.1f}s; "
-                "routing converged")
-    except RoutingUnavailable as exc:  # not readable here; a failed repair (RoutingRepairFailed) propagates
-        say(f"proxy routing not checked: {exc}")

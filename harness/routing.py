@@ -9,180 +9,33 @@ never gets its traffic, and once every replica it knows has died, its requests h
 timeout. The stack looks healthy to every other check (the apps are RUNNING, the proxies answer health
 checks and serve while their old replicas live), so the harness reads the proxies' own routing tables:
 
-    stale = stale_routes(cluster.status(), cluster.proxy_routing(("/", "/health")))
+    last = wait_routing_converged(cluster, timeout_s=20)     # -> RoutingReading (harness.checkers.routing)
 
-A backend's ``proxy_routing`` is ``read_routing`` here: a driver asks each live proxy actor for the replicas
-its router holds for a route (the proxy's ``_dump_ingress_replicas_for_testing``, the method Ray's own tests
-use). ``refresh_proxies`` replaces proxies whose routing is stale: it kills them (``no_restart=True``) and the
-controller starts new ones, which subscribe to it afresh.
+A backend's ``proxy_routing`` reads the tables with a driver (``harness.stack.drivers.read_routing``); the
+judgement is ``harness.checkers.routing``; the waits and the repair are here. ``refresh_proxies`` replaces
+proxies whose routing is stale: it kills them (``no_restart=True``) and the controller starts new ones, which
+subscribe to it afresh.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 
-from harness.known_issues import STALE_PROXIES
-from harness.stack.cluster import Cluster, ProxyRoute, StackStatus
+from harness.checkers.routing import (
+    RoutingReading,
+    StaleRoute,
+    reading,
+    reading_verdict,
+    routes_of,
+)
+from harness.stack.cluster import Cluster
+from harness.stack.drivers import RoutingUnavailable
 from harness.verdict import Status, Verdict
 from harness.waiting import WaitTimeout, wait_until
-
-MARKER = "SERVE_CHAOS_ROUTING "
-DRIVER_TIMEOUT_S = 60.0  # one reading of every proxy's routing (a driver): at most this long
-
-_SNIPPET = """
-import json
-from ray.util.state import list_actors
-out = []
-for a in list_actors(filters=[("class_name", "=", "ProxyActor"), ("state", "=", "ALIVE")], limit=1000):
-    for route in ROUTES:
-        row = {"actor_id": a.actor_id, "name": a.name, "route": route}
-        try:
-            ids = ray.get(ray.get_actor(a.name, namespace="serve")._dump_ingress_replicas_for_testing.remote(route),
-                          timeout=TIMEOUT)
-            row["replicas"] = sorted(r.unique_id for r in ids)
-            row["deployments"] = sorted({r.deployment_id.name for r in ids})
-        except Exception as exc:
-            row["error"] = (type(exc).__name__ + ": " + str(exc))[:300]
-        out.append(row)
-print(MARKER + json.dumps(out))
-"""
-
-
-class RoutingUnavailable(RuntimeError):
-    """The proxies' routing could not be read (the driver failed, or this Ray has no such method)."""
 
 
 class RoutingRepairFailed(RuntimeError):
     """Stale proxies could not be replaced, or were replaced and are still stale."""
-
-
-def read_routing(cluster: Cluster, routes: Iterable[str], timeout_s: float = DRIVER_TIMEOUT_S) -> tuple[ProxyRoute, ...]:
-    """Every live proxy's replica set for each route. Raises RoutingUnavailable when the driver fails."""
-    routes = tuple(dict.fromkeys(routes))
-    snippet = f"ROUTES = {list(routes)!r}\nTIMEOUT = 5\nMARKER = {MARKER!r}\n" + _SNIPPET
-    result = cluster.run_driver(snippet, timeout_s=timeout_s)
-    line = next((ln for ln in result.stdout.splitlines() if ln.startswith(MARKER)), None)
-    if result.returncode != 0 or line is None:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RoutingUnavailable(f"could not read the proxies' routing (driver exit {result.returncode}): {tail}")
-    try:
-        rows = json.loads(line[len(MARKER):])
-        return tuple(
-            ProxyRoute(str(r["actor_id"]), str(r["name"]), str(r["route"]),
-                       frozenset(r["replicas"]) if "replicas" in r else None,
-                       frozenset(r.get("deployments", ())), str(r.get("error", "")))
-            for r in rows
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RoutingUnavailable(f"the routing driver's answer is unreadable: {type(exc).__name__}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class StaleRoute:
-    """A proxy routing a route to other replicas than the controller runs."""
-
-    node: str | None
-    proxy_actor_id: str
-    proxy_name: str
-    route: str
-    routed: frozenset[str]  # what the proxy holds
-    running: frozenset[str]  # what the controller runs for that route's deployment
-
-    def __str__(self) -> str:
-        gone = sorted(self.routed - self.running)
-        missing = sorted(self.running - self.routed)
-        parts = []
-        if gone:
-            parts.append(f"routes to {len(gone)} replica(s) the controller no longer runs ({', '.join(gone)})")
-        if missing:
-            parts.append(f"does not know {len(missing)} running replica(s) ({', '.join(missing)})")
-        return f"proxy on {self.node or '?'} for {self.route}: " + "; ".join(parts or ["differs"])
-
-
-@dataclass(frozen=True)
-class UnreadRoute:
-    """A proxy whose table for a route could not be read: nothing is known about its routing."""
-
-    node: str | None
-    proxy_actor_id: str
-    route: str
-    error: str
-
-    def __str__(self) -> str:
-        return f"proxy on {self.node or '?'} for {self.route}: could not be read ({self.error})"
-
-
-@dataclass(frozen=True)
-class RoutingReading:
-    """One reading of every proxy's routing set against the replicas the controller runs. It has converged only
-    when every HEALTHY proxy's table for every route was read and matches: an unread table is not a match."""
-
-    stale: tuple[StaleRoute, ...]
-    unread: tuple[UnreadRoute, ...]
-    proxies: tuple[str, ...]  # the nodes of the proxies whose tables were read
-    routes: tuple[str, ...]
-
-    @property
-    def converged(self) -> bool:
-        return not self.stale and not self.unread and bool(self.proxies)
-
-    def __str__(self) -> str:
-        if self.converged:
-            return f"every proxy ({', '.join(self.proxies)}) routes {', '.join(self.routes)} to the controller's replicas"
-        parts = [*map(str, self.stale), *map(str, self.unread)]
-        return "; ".join(parts) or "no proxy's table was read"
-
-
-def stale_routes(status: StackStatus, routing: Sequence[ProxyRoute]) -> tuple[StaleRoute, ...]:
-    """Routes whose proxy's replica set differs from the RUNNING replicas the controller runs for that route:
-    of the deployment the proxies route there, else of the application whose route prefix it is. Unreadable
-    rows are not stale (``reading`` reports them as unread)."""
-    node_of = {p.actor_id: p.node for p in status.proxies}
-    app_of = {a.route_prefix: a.name for a in status.apps if a.route_prefix}
-    by_route: dict[str, set[str]] = {}
-    for row in routing:
-        by_route.setdefault(row.route, set()).update(row.deployments)
-    stale = []
-    for row in routing:
-        if row.replicas is None:
-            continue
-        deployments = by_route.get(row.route) or set()
-        app = app_of.get(row.route)
-        running = frozenset(r.replica_id for r in status.replicas if r.state == "RUNNING" and (
-            r.deployment in deployments if deployments else (app is not None and r.app == app)))
-        if row.replicas != running:
-            stale.append(StaleRoute(node_of.get(row.proxy_actor_id), row.proxy_actor_id, row.proxy_name, row.route,
-                                    row.replicas, running))
-    return tuple(stale)
-
-
-def reading(status: StackStatus, routing: Sequence[ProxyRoute], routes: Sequence[str]) -> RoutingReading:
-    """Judge one reading: stale routes, and every table that could not be read (a row with an error, or a
-    HEALTHY proxy of the status with no row for a route). A blind status (the Serve API down) judges nothing."""
-    if not status.serve_api_reachable:
-        return RoutingReading((), (UnreadRoute(None, "", ", ".join(routes), "the Serve API did not answer"),), (),
-                              tuple(routes))
-    node_of = {p.actor_id: p.node for p in status.proxies}
-    unread = [UnreadRoute(node_of.get(r.proxy_actor_id), r.proxy_actor_id, r.route, r.error or "no replica list")
-              for r in routing if r.replicas is None]
-    read = {(r.proxy_actor_id, r.route) for r in routing}
-    for proxy in status.proxies:
-        if proxy.status != "HEALTHY":
-            continue
-        for route in routes:
-            if (proxy.actor_id, route) not in read:
-                unread.append(UnreadRoute(proxy.node, proxy.actor_id, route, "the proxy was not among those read"))
-    if not routing:
-        unread.append(UnreadRoute(None, "", ", ".join(routes), "no proxy's table was read"))
-    proxies = tuple(sorted({str(node_of.get(r.proxy_actor_id)) for r in routing if r.replicas is not None}))
-    return RoutingReading(stale_routes(status, routing), tuple(unread), proxies, tuple(routes))
-
-
-def routes_of(status: StackStatus) -> tuple[str, ...]:
-    """The route prefixes of the stack's applications."""
-    return tuple(dict.fromkeys(a.route_prefix for a in status.apps if a.route_prefix))
 
 
 def wait_routing_converged(cluster: Cluster, timeout_s: float, routes: Iterable[str] | None = None,
@@ -235,20 +88,11 @@ def refresh_proxies(cluster: Cluster, stale: Iterable[StaleRoute], timeout_s: fl
 
 
 def routing_verdict(cluster: Cluster, name: str = "routing_converged", timeout_s: float = 20.0) -> Verdict:
-    """A verdict: within ``timeout_s``, every proxy routes every application's route to exactly the replicas
-    the controller runs (pass); which proxies still route elsewhere (fail, figure ``stale_routes``: the only
-    failure that shows the stale-proxy defect); UNKNOWN, naming the proxy and the error, when a table could not
-    be read (never a pass)."""
+    """Within ``timeout_s``, every proxy routes every application's route to exactly the replicas the controller
+    runs (``harness.checkers.routing.reading_verdict`` judges the last reading); UNKNOWN when nothing could be
+    read."""
     try:
         last = wait_routing_converged(cluster, timeout_s=timeout_s)
     except RoutingUnavailable as exc:
         return Verdict(name, Status.UNKNOWN, str(exc), figures={"unread_routes": 1.0})
-    figures = {"stale_routes": float(len(last.stale)), "unread_routes": float(len(last.unread))}
-    if last.stale:
-        unread = f"; also unread: {'; '.join(map(str, last.unread))}" if last.unread else ""
-        return Verdict(name, Status.FAIL, f"after {timeout_s:g}s, " + "; ".join(map(str, last.stale)) +
-                       f" ({STALE_PROXIES.label}){unread}", figures=figures)
-    if last.unread:
-        return Verdict(name, Status.UNKNOWN, f"after {timeout_s:g}s, not every proxy's routing could be read: {last}",
-                       figures=figures)
-    return Verdict(name, Status.PASS, str(last), figures=figures)
+    return reading_verdict(last, name, timeout_s)

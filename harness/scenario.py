@@ -21,6 +21,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -33,7 +34,14 @@ from harness.identity import identities
 from harness.known_issues import KnownIssue
 from harness.known_issues import ray_version as current_ray_version
 from harness.measures import RETRY_3X_EXPONENTIAL
-from harness.records import LOGS_ERROR, WITH_RETRIES, Budget, PhaseTiming, ScenarioFolder, ScenarioResult
+from harness.records import (
+    LOGS_ERROR,
+    WITH_RETRIES,
+    Budget,
+    PhaseTiming,
+    ScenarioFolder,
+    ScenarioResult,
+)
 from harness.stack.cluster import Cluster, Endpoint, StackStatus
 from harness.traffic import PidBody, ResponseCheck, Traffic
 from harness.verdict import Status, Verdict, combine, explain
@@ -45,6 +53,8 @@ from harness.waiting import WaitTimeout, observation_window, wait_until
 # detection and recovery times are stated at these resolutions.
 CONFIRM_INTERVAL_S = 0.25
 RECOVER_INTERVAL_S = 1.0
+BEFORE, AFTER = "before", "after"  # the snapshots' labels in the history
+FOLLOW_UP = "follow-up"  # the detail of a follow-up fault's INJECT event
 
 
 class ScenarioRun:
@@ -70,6 +80,7 @@ class ScenarioRun:
         self.progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.traffic: Traffic | None = None
         self.faults: list[Fault] = []
+        self.follow_up_at: float | None = None  # monotonic: the first follow-up fault's injection
         self.phases: list[PhaseTiming] = []
         self._cleanups: list[tuple[str, Callable[[], object]]] = []
         self._t0 = time.monotonic()
@@ -79,7 +90,7 @@ class ScenarioRun:
     def phase(self, name: str) -> Iterator[None]:
         start = time.monotonic()
         self.progress(f"[{self.name}] {start - self._t0:6.1f}s {name} ...{self._counts()}")
-        self.writer.note(f"phase {name}", name="scenario", target=self.name)
+        self.writer.event(EventKind.PHASE, name, self.name)
         step = _allure_step(f"{name}")
         outcome = "failed"
         try:
@@ -102,8 +113,26 @@ class ScenarioRun:
         self._cleanups.append((what, fn))
 
     def arrange(self, timeout_s: float | None = None) -> StackStatus:
-        """The stack is healthy before anything is counted; returns the 'before' snapshot."""
-        return self.cluster.wait_healthy(timeout_s)
+        """The stack is healthy before anything is counted; the 'before' snapshot goes into the history."""
+        before = self.cluster.wait_healthy(timeout_s)
+        self.writer.snapshot(BEFORE, before)
+        return before
+
+    def snapshot_after(self, timeout_s: float = 30.0) -> StackStatus:
+        """The 'after' snapshot, taken when the Serve API answers (a blind one would judge nothing), into the
+        history."""
+        last: list[StackStatus] = []
+
+        def probe() -> StackStatus | None:
+            last[:] = [self.cluster.status()]
+            return last[0] if last[0].serve_api_reachable else None
+
+        try:
+            after = wait_until("a snapshot with the Serve API answering", probe, timeout_s=timeout_s)
+        except WaitTimeout:
+            after = last[0] if last else self.cluster.status()
+        self.writer.snapshot(AFTER, after)
+        return after
 
     def start_traffic(self, endpoints: Sequence[Endpoint]) -> Traffic:
         self.traffic = Traffic(list(endpoints), rate_per_endpoint=self.budget.rate_per_endpoint,
@@ -115,10 +144,14 @@ class ScenarioRun:
         observation_window("baseline traffic before the fault", self.budget.baseline_s)
         return self.traffic
 
-    def inject(self, fault: Fault) -> None:
+    def inject(self, fault: Fault, *, follow_up: bool = False) -> None:
+        """Inject a fault, its heal registered first. A follow-up (a fault injected after the scenario's own
+        fault recovered, to check what came back) ends the window its availability is judged in."""
         self.faults.append(fault)
         self.add_cleanup(f"heal {fault.name}@{fault.target}", lambda: self.heal(fault))
-        self.writer.event(EventKind.INJECT, fault.name, fault.target)
+        event = self.writer.event(EventKind.INJECT, fault.name, fault.target, FOLLOW_UP if follow_up else "")
+        if follow_up and self.follow_up_at is None:
+            self.follow_up_at = event.t_mono
         fault.inject()
 
     def confirm(self, fault: Fault, timeout_s: float | None = None) -> bool:
@@ -171,14 +204,17 @@ class ScenarioRun:
         return History.load(self.history_path)
 
     # --- verdict --------------------------------------------------------------------------------------
-    def standard_checks(self, history: History, serving: Sequence[str]) -> list[Verdict]:
-        """Availability (raw, budgeted; with Ray's recommended retries, reported), longest outage on the
-        serving endpoints from the first injection on, time to recover, and traffic coverage."""
+    def standard_checks(self, history: History, serving: Sequence[str], fault: str | None = None) -> list[Verdict]:
+        """Availability (raw, budgeted; with Ray's recommended retries, reported) and longest outage on the
+        serving endpoints from the first injection until a follow-up fault (if any: its own checks judge what
+        follows), time to recover and traffic coverage of the scenario's fault (``fault``: its name)."""
         budget = self.budget
-        injected = min((e.t_mono for e in history.events if e.kind is EventKind.INJECT), default=None)
+        main = [e for e in history.events if e.kind is EventKind.INJECT and e.detail != FOLLOW_UP]
+        injected = min((e.t_mono for e in main), default=None)
+        follow_ups = [e.t_mono for e in history.events if e.kind is EventKind.INJECT and e.detail == FOLLOW_UP]
         window = history.select(serving)
         if injected is not None:
-            window = window.between(injected, float("inf"))
+            window = window.between(injected, min(follow_ups, default=float("inf")))
         raw = availability(window, min_availability=budget.min_availability, outage_budget_s=budget.max_outage_s)
         # the same figures as a client retrying like Ray recommends would see them: reported, not budgeted
         retried = availability(window, min_availability=budget.min_availability, retry=RETRY_3X_EXPONENTIAL,
@@ -188,8 +224,8 @@ class ScenarioRun:
         return [
             raw,
             longest_outage(window, max_outage_s=budget.max_outage_s),
-            time_to_recover(history, max_s=budget.max_recovery_s),
-            traffic_coverage(history, serving, budget.observe_s),
+            time_to_recover(history, max_s=budget.max_recovery_s, fault=fault),
+            traffic_coverage(history, serving, budget.observe_s, fault=fault),
         ]
 
     def finish(self, checks: Sequence[Verdict], before: StackStatus, after: StackStatus,
@@ -242,30 +278,43 @@ def _guarded(name: str, fn: Callable[..., Sequence[Verdict]], *args: object) -> 
         return [Verdict(name, Status.UNKNOWN, f"check raised {type(exc).__name__}: {exc}")]
 
 
-def _reachable_snapshot(cluster: Cluster, timeout_s: float = 30.0) -> StackStatus:
-    """The 'after' snapshot, taken when the Serve API answers (a blind one would judge nothing)."""
-    last: list[StackStatus] = []
+@dataclass(frozen=True)
+class Evidence:
+    """What a scenario's identity checks read: the fault (and its target), the history, and the history's
+    before/after snapshots."""
 
-    def probe() -> StackStatus | None:
-        last[:] = [cluster.status()]
-        return last[0] if last[0].serve_api_reachable else None
-
-    try:
-        return wait_until("a snapshot with the Serve API answering", probe, timeout_s=timeout_s)
-    except WaitTimeout:
-        return last[0] if last else cluster.status()
+    fault: Fault
+    history: History
+    before: StackStatus
+    after: StackStatus
 
 
-def guide_procedure(run: ScenarioRun, fault: Fault, endpoints: Sequence[Endpoint], serving: Sequence[str],
-                    extra_checks: Callable[[StackStatus, StackStatus], Sequence[Verdict]] = lambda b, a: (),
-                    after_recovery: Callable[[], Sequence[Verdict]] = lambda: (),
-                    max_detection_s: float | None = None) -> ScenarioResult:
+EvidenceCheck = Callable[[Evidence], Verdict]
+FollowUp = Callable[[ScenarioRun], Sequence[Verdict]]
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """One run of the guide's procedure: the fault, where traffic goes, which nodes' endpoints must keep
+    serving, what must (not) have changed (identity checks on the before/after snapshots), and the follow-up
+    checks once it recovered (they may inject further faults through the run)."""
+
+    fault: Fault
+    endpoints: tuple[Endpoint, ...]
+    serving: tuple[str, ...]
+    evidence: tuple[EvidenceCheck, ...] = ()
+    follow_ups: tuple[FollowUp, ...] = ()
+    max_detection_s: float | None = None
+
+
+def run_procedure(run: ScenarioRun, procedure: Procedure) -> ScenarioResult:
     """The fault-tolerance guide's procedure, phase by phase: arrange, traffic, inject, confirm, recover,
-    observe, verdict. ``serving`` names the nodes whose endpoints must stay within the budget."""
+    observe, after recovery (the follow-ups), verdict."""
+    fault = procedure.fault
     with run.phase("arrange"):
-        before = run.arrange()
+        run.arrange()
     with run.phase("traffic"):
-        run.start_traffic(endpoints)
+        run.start_traffic(procedure.endpoints)
     with run.phase("inject"):
         run.inject(fault)
     with run.phase("confirm"):
@@ -273,20 +322,27 @@ def guide_procedure(run: ScenarioRun, fault: Fault, endpoints: Sequence[Endpoint
     recovered = False
     if took_effect:
         with run.phase("recover"):
-            recovered = run.recover(fault, serving)
+            recovered = run.recover(fault, procedure.serving)
     with run.phase("observe"):
         run.observe()
-    later: Sequence[Verdict] = ()
+    later: list[Verdict] = []
     if recovered:
         with run.phase("after recovery"):
-            later = _guarded("after_recovery", after_recovery)
+            for follow_up in procedure.follow_ups:
+                later += _guarded(getattr(follow_up, "__name__", "follow_up"), follow_up, run)
     with run.phase("verdict"):
         run.stop_traffic()
-        after = _reachable_snapshot(run.cluster)
+        run.snapshot_after()
         history = run.history()
-        checks = [fault_took_effect(history, max_detection_s), *run.standard_checks(history, serving),
-                  *_guarded("extra_checks", extra_checks, before, after), *later]
-        return run.finish(checks, before, after, serving)
+        before, after = history.snapshot(BEFORE), history.snapshot(AFTER)
+        assert before is not None and after is not None, "the snapshots are written by arrange and snapshot_after"
+        evidence = Evidence(fault, history, before, after)
+        checks = [fault_took_effect(history, procedure.max_detection_s),
+                  *run.standard_checks(history, procedure.serving, fault.name),
+                  *(v for check in procedure.evidence for v in _guarded(getattr(check, "__name__", "evidence"),
+                                                                          lambda e, c=check: [c(e)], evidence)),
+                  *later]
+        return run.finish(checks, before, after, procedure.serving)
 
 
 def _allure_step(title: str):

@@ -31,8 +31,9 @@ from harness.faults import KillController
 from harness.history import EventKind
 from harness.local import system
 from harness.local.backend import LocalCluster
-from harness.pytest_plugin import progress_writer, remember_secret, restore
+from harness.pytest_plugin import progress_writer, remember_secret
 from harness.records import ScenarioResult
+from harness.repair import restore
 from harness.stack.cluster import Cluster, StackStatus
 from harness.stack.config import REPO_ROOT, load_config
 from harness.verdict import Status, Verdict

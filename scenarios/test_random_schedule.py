@@ -22,7 +22,8 @@ import pytest
 
 from harness import guide
 from harness.known_issues import STALE_PROXIES
-from harness.pytest_plugin import progress_writer, restore
+from harness.pytest_plugin import progress_writer
+from harness.repair import restore
 from harness.schedules import (
     REPLAY_ENV,
     ExampleOutcome,

@@ -41,9 +41,9 @@ from harness.kube.tools import (
     require_docker_engine,
     require_tools,
 )
-from harness.local.backend import StackError
 from harness.secrets import Secret
 from harness.stack.config import load_config
+from harness.stack.errors import StackError
 
 RUN = "sc0a1b2c"
 NS = f"serve-chaos-{RUN}"

@@ -18,9 +18,9 @@ from harness.kube.manifests import (
     write_files,
 )
 from harness.kube.settings import load_settings
-from harness.local.backend import build_serve_config
 from harness.secrets import Secret
 from harness.stack.config import REPO_ROOT, ConfigError, load_config
+from harness.stack.serve_config import build_serve_config
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 
@@ -76,7 +76,7 @@ def test_rayservice_is_the_guides_stack(settings):
     rs, spec = rayservice(m), cluster_spec(m)
     assert (rs["apiVersion"], rs["kind"]) == ("ray.io/v1", "RayService")
     serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
-    assert serve == build_serve_config(load_config())
+    assert serve == build_serve_config(load_config()).to_dict()
     app = next(a for a in serve["applications"] if a["name"] == "app")
     assert app["deployments"][0]["num_replicas"] == 6 and app["deployments"][0]["ray_actor_options"] == {"num_cpus": 0}
     assert any(a["name"] == "health" for a in serve["applications"])

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.local.backend import build_serve_config
 from harness.local.layout import RunLayout, node_command, plan_nodes
 from harness.local.system import RUN_ID_RE, Names
 from harness.secrets import Secret
 from harness.stack.config import DEFAULT_CONFIG, ConfigError, load_config
+from harness.stack.serve_config import build_serve_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -22,7 +22,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_defaults_are_the_guides_example():
     cfg = load_config()
     assert (cfg.workers.count, cfg.head.cpus, cfg.app.num_replicas, cfg.gcs_ft) == (2, 2, 6, True)
-    serve = build_serve_config(cfg)
+    serve = build_serve_config(cfg).to_dict()
     dep = serve["applications"][0]["deployments"][0]
     assert dep["num_replicas"] == 6 and dep["ray_actor_options"] == {"num_cpus": 0}
     assert serve["proxy_location"] == "EveryNode" and serve["http_options"]["port"] == 8000
@@ -63,11 +63,11 @@ def test_malformed_config_names_the_key(tmp_path, text, expected):
 
 def test_serve_config_overrides(tmp_path):
     cfg = load_config(write(tmp_path, '[app]\nnum_replicas = 3\nmax_replicas_per_node = 1\nimport_path = "m:x"\n'))
-    app = build_serve_config(cfg)["applications"][0]
+    app = build_serve_config(cfg).to_dict()["applications"][0]
     assert app["import_path"] == "m:x"
     assert app["deployments"][0]["num_replicas"] == 3 and app["deployments"][0]["max_replicas_per_node"] == 1
     no_limit = load_config(write(tmp_path, "[app]\nmax_replicas_per_node = 0\n"))
-    assert "max_replicas_per_node" not in build_serve_config(no_limit)["applications"][0]["deployments"][0]
+    assert "max_replicas_per_node" not in build_serve_config(no_limit).to_dict()["applications"][0]["deployments"][0]
 
 
 def test_serve_config_without_the_named_application(tmp_path):

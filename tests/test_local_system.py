@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from harness.local import system
-from harness.local.backend import StackError, wait_processes_gone
+from harness.local.backend import wait_processes_gone
+from harness.stack.errors import StackError
 from harness.waiting import wait_until
 
 

@@ -27,6 +27,7 @@ from harness.checkers.traffic import availability, longest_outage
 from harness.cli import main
 from harness.history import EventKind, History
 from harness.known_issues import KnownIssue, Outcome
+from harness.records import Figure
 from harness.report import (
     attach_timeline,
     compare_runs,
@@ -39,7 +40,6 @@ from harness.report import (
     write_run_report,
 )
 from harness.report.compare import Movement
-from harness.records import Figure
 from harness.report.redact import redact_config
 from harness.report.timeline import (
     BandKind,

@@ -46,7 +46,7 @@ def note(t: float, text: str, name: str = "scenario", target: str = "demo") -> F
 def scenario_records(*, outage: tuple[float, float] | None, fault: bool = True,
                      recovered: bool = True) -> list[Record]:
     """Traffic to a and b from 1 s to 19 s; node a fails inside ``outage``; the fault's life and phases."""
-    records: list[Record] = [note(t, f"phase {name}") for name, t in PHASES]
+    records: list[Record] = [FaultEvent(t, t + WALL_OFFSET, EventKind.PHASE, name, "demo") for name, t in PHASES]
     records += [traffic_mark(1.0, NODES, 1 / INTERVAL), traffic_mark(19.0, NODES, 1 / INTERVAL, TrafficPhase.STOPPED)]
     records += steady("a", 1.0, 19.0, INTERVAL, failing=outage, pid=101)
     records += steady("b", 1.0 + INTERVAL / 2, 19.0, INTERVAL, pid=202)

@@ -21,7 +21,7 @@ from harness.checkers.traffic import checker
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter, TrafficPhase
 from harness.records import Budget, ScenarioResult, load_budget
-from harness.scenario import ScenarioRun, guide_procedure
+from harness.scenario import Procedure, ScenarioRun, run_procedure
 from harness.testing.fake import (
     CONTROLLER_ACTOR_NAME,
     HEALTH_APP,
@@ -226,7 +226,7 @@ def test_replica_failure_fails_on_routing_when_a_proxy_is_stale(make_cluster, ma
 
 def test_restore_replaces_stale_proxies(make_cluster):
     """The shared stack's restore finds the stale proxies and replaces them: afterwards routing converges."""
-    from harness.pytest_plugin import restore
+    from harness.repair import restore
     from harness.routing import stale_routes
 
     cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
@@ -272,8 +272,12 @@ def test_phases_are_recorded_in_the_guides_order(cluster: FakeCluster, make_run)
     assert [p.name for p in result.phases] == FULL_PHASES[:-1]
     saved = json.loads((run.out_dir / "verdict.json").read_text())
     assert [p["name"] for p in saved["phases"]] == FULL_PHASES[:-1]
-    notes = [e.detail for e in run.history().events if e.kind is EventKind.NOTE and e.name == "scenario"]
-    assert notes == [f"phase {name}" for name in FULL_PHASES]
+    phases = [(e.name, e.target) for e in run.history().phases()]  # typed events, not notes
+    assert phases == [(name, "replica_failure") for name in FULL_PHASES]
+    # and the snapshots every identity check reads are in the history
+    history = run.history()
+    assert history.snapshot("before") is not None and history.snapshot("after") is not None
+    assert [s.label for s in history.snapshots] == ["before", "after"]
 
 
 # -- what must fail fails ------------------------------------------------------------------------------
@@ -310,7 +314,7 @@ def test_an_outage_on_a_serving_endpoint_fails_availability_and_longest_outage(m
 def test_a_fault_that_never_takes_effect_fails_the_verdict(cluster: FakeCluster, make_run):
     run = make_run(cluster, "never_takes_effect")
     fault = StubFault(takes_effect=False)
-    result = guide_procedure(run, fault, cluster.endpoints(), serving=["head", "worker1", "worker2"])
+    result = run_procedure(run, Procedure(fault, cluster.endpoints(), ("head", "worker1", "worker2")))
     assert result.verdict.status is Status.FAIL
     took = parts(result)["fault_took_effect"]
     assert (took.status, took.reason) == (Status.FAIL, "never took effect: StubFault@worker1")
@@ -325,7 +329,7 @@ def test_a_fault_is_healed_even_when_its_injection_raises(cluster: FakeCluster, 
     run = make_run(cluster, "never_takes_effect")
     fault = StubFault(inject_error=RuntimeError("inject refused"))
     with pytest.raises(RuntimeError, match="inject refused"):
-        guide_procedure(run, fault, cluster.endpoints(), serving=["head"])
+        run_procedure(run, Procedure(fault, cluster.endpoints(), ("head",)))
     assert run.phases[-1].name == "inject" and run.phases[-1].outcome == "failed"
     run.close()
     assert fault.heals == 1
@@ -395,10 +399,10 @@ def _boom(*_: object) -> Sequence[Verdict]:
     raise Boom("the check itself crashed")
 
 
-@pytest.mark.parametrize("where", ["extra_checks", "after_recovery"])
+@pytest.mark.parametrize("where", ["evidence", "follow_ups"])
 def test_a_scenario_check_that_raises_gives_unknown(cluster: FakeCluster, make_run, where: str):
     run = make_run(cluster, "replica_failure")
-    result = guide_procedure(run, StubFault(), cluster.endpoints(), serving=["head"], **{where: _boom})
+    result = run_procedure(run, Procedure(StubFault(), cluster.endpoints(), ("head",), **{where: (_boom,)}))
     assert result.verdict.status is Status.UNKNOWN
     assert json.loads((run.out_dir / "verdict.json").read_text())["status"] == "unknown"
 

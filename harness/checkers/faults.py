@@ -12,11 +12,13 @@ from harness.verdict import Status, Verdict
 
 
 @checker
-def traffic_coverage(history: History, nodes: Sequence[str], after_recovery_s: float) -> Verdict:
-    """Traffic overlapped the whole fault: each endpoint of ``nodes`` has requests sent before every injection
-    and at least ``after_recovery_s`` after its recovery (or, without recovery, until the traffic ended)."""
+def traffic_coverage(history: History, nodes: Sequence[str], after_recovery_s: float,
+                     fault: str | None = None) -> Verdict:
+    """Traffic overlapped the whole fault (``fault``, or every one): each endpoint of ``nodes`` has requests sent
+    before every injection and at least ``after_recovery_s`` after its recovery (or, without recovery, until the
+    traffic ended)."""
     name = "traffic_coverage"
-    windows = fault_windows(history)
+    windows = fault_windows(history, fault)
     if not windows:
         return Verdict(name, Status.UNKNOWN, "no fault was injected")
     gaps = []

@@ -17,7 +17,7 @@ from harness.checkers.faults import fault_took_effect
 from harness.checkers.traffic import availability, time_to_recover
 from harness.history import History, RequestRecord
 from harness.measures import gap_problem, observed_resolution, outage_windows
-from harness.records import Budget
+from harness.records import Budget, Figure
 from harness.verdict import Status, Verdict, combine, explain
 
 
@@ -90,7 +90,7 @@ def outage_verdict(history: History, states: Sequence[StepWindow], labels: tuple
     name = "longest_outage"
     judged = kept(history, states, labels, -math.inf, end)
     windows = [w for w in outage_windows(judged) if w.end >= start]
-    figures = {"longest_outage_s": max((w.duration_s for w in windows), default=0.0),
+    figures = {Figure.LONGEST_OUTAGE.value: max((w.duration_s for w in windows), default=0.0),
                "outage_windows": float(len(windows))}
 
     def budget_at(t: float) -> float:

@@ -36,6 +36,7 @@ from harness.measures import (
     pid_sets,
     served,
 )
+from harness.records import Figure
 from harness.verdict import Status, Verdict, combine
 
 P = ParamSpec("P")
@@ -84,7 +85,7 @@ def availability(history: History, *, min_availability: float, retry: RetryPolic
     successes in the best: PASS needs the worst case within budget, FAIL the best case out of it; else UNKNOWN.
     ``sends``: the history whose sends show the resolution, when ``history`` holds only the requests owed an
     answer (default: ``history`` itself)."""
-    name = "availability" if retry is None else f"availability_{retry.name}"
+    name = Figure.AVAILABILITY.value if retry is None else f"{Figure.AVAILABILITY}_{retry.name}"
     if not any(r.observed for r in history.requests):
         return _nothing_observed(name, history, "requests with an observed outcome")
     sends = sends if sends is not None else history
@@ -114,8 +115,8 @@ def availability(history: History, *, min_availability: float, retry: RetryPolic
     failures = observed_total - total_served
     abandoned_total = len(history.requests) - observed_total
     figures[name] = total_served / observed_total
-    figures["requests"] = len(history.requests)
-    figures["failures" if retry is None else f"failures_{retry.name}"] = failures
+    figures[Figure.REQUESTS] = len(history.requests)
+    figures[Figure.FAILURES if retry is None else f"{Figure.FAILURES}_{retry.name}"] = failures
     figures["abandoned"] = abandoned_total
     figures[f"{name}_worst_case"] = worst_case[0]
     ratio, node = worst
@@ -164,7 +165,7 @@ def longest_outage(history: History, *, max_outage_s: float, across_endpoints: b
     }
     judged = across if across_endpoints else per_endpoint
     longest = max(judged, key=lambda w: w.duration_s, default=None)
-    figures["longest_outage_s"] = longest.duration_s if longest else 0.0
+    figures[Figure.LONGEST_OUTAGE] = longest.duration_s if longest else 0.0
     figures["longest_outage_across_endpoints_s"] = max((w.duration_s for w in across), default=0.0)
     figures["outage_windows"] = len(judged)
     figures["open_ended_outages"] = sum(w.open_ended for w in judged)
@@ -238,7 +239,7 @@ def time_to_recover(history: History, *, max_s: float, fault: str | None = None)
     missing = [f"{w.name}@{w.target}" for w in windows if w.recovered is None]
     slowest = max(figures.items(), key=lambda kv: kv[1], default=None)
     if slowest is not None:
-        figures["time_to_recover_s"] = slowest[1]
+        figures[Figure.TIME_TO_RECOVER] = slowest[1]
     budget = f"budget <= {max_s:g}s"
     if missing:
         return Verdict(name, Status.FAIL, f"no recovery recorded for {', '.join(missing)}; {budget}", figures)

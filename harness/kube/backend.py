@@ -59,15 +59,8 @@ from harness.kube.tools import (
     Runner,
     SubprocessRunner,
 )
-from harness.local.backend import (
-    ANSI_RE,
-    UpReport,
-    answer_once,
-    build_serve_config,
-    new_run_id,
-    unhealthy_reason,
-)
 from harness.secrets import Secret
+from harness.stack.bringup import ANSI_RE, UpReport, new_run_id
 from harness.stack.cluster import (
     DriverResult,
     Endpoint,
@@ -79,7 +72,10 @@ from harness.stack.cluster import (
     StackStatus,
 )
 from harness.stack.config import ConfigError, StackConfig
+from harness.stack.drivers import kill_actor_snippet, read_routing
+from harness.stack.health import answer_once, unhealthy_reason
 from harness.stack.serve_api import HeadApi, ServeApiUnavailable, read_serve
+from harness.stack.serve_config import ServeConfig, build_serve_config
 from harness.waiting import WaitTimeout, wait_until
 
 Progress = Callable[[str], None]
@@ -322,7 +318,7 @@ class RayServiceCluster:
 
     # --- queries ------------------------------------------------------------------------------------------------
     def _route(self) -> str:
-        return build_serve_config(self.config)["applications"][0].get("route_prefix") or "/"
+        return build_serve_config(self.config).route_prefix()
 
     def _proxy_url(self, node: str | None) -> str | None:
         if node is None:
@@ -531,14 +527,11 @@ class RayServiceCluster:
         return DriverResult(result.returncode, result.stdout, result.stderr)
 
     def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
-        """Each live proxy's replica set per route, read by a driver in the head pod (harness/routing.py)."""
-        from harness.routing import read_routing
-
-        return read_routing(self, routes)
+        """Each live proxy's replica set per route, read by a driver in the head pod (harness.stack.drivers)."""
+        return read_routing(self.run_driver, routes)
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
-        result = self.run_driver(
-            f"ray.kill(ray.get_actor({name!r}, namespace={namespace!r}), no_restart={no_restart!r})\nprint('killed')")
+        result = self.run_driver(kill_actor_snippet(name, namespace, no_restart))
         self._event("actor_killed" if result.returncode == 0 else "actor_kill_failed", name,
                     f"no_restart={no_restart}; {result.stderr.strip()[-300:]}")
         return result
@@ -548,7 +541,7 @@ class RayServiceCluster:
             "set_operator: on an existing cluster the KubeRay operator is not the harness's to stop (it may serve "
             "other users); the kind backend scales its own operator")
 
-    def _patch_serve_config(self, serve_config: dict, why: str) -> None:
+    def _patch_serve_config(self, serve_config: ServeConfig, why: str) -> None:
         patch = {"spec": {"serveConfigV2": serve_config_v2(self.config, serve_config)}}
         self._run(self.kubectl.patch_merge("rayservice", self.names.rayservice, json.dumps(patch)),
                   f"patching the RayService's serveConfigV2 ({why})")
@@ -571,11 +564,10 @@ class RayServiceCluster:
         self._allow("scale a deployment")
         config = build_serve_config(self.config)
         if num_replicas is not None:
-            app = next((a for a in config["applications"] if a["name"] == application), None)
-            dep = next((d for d in (app or {}).get("deployments", []) if d["name"] == deployment), None)
-            if dep is None:
-                raise KubeStackError(f"no deployment {deployment!r} in application {application!r}")
-            dep["num_replicas"] = num_replicas
+            try:
+                config = config.with_replicas(application, deployment, num_replicas)
+            except ConfigError as exc:
+                raise KubeStackError(str(exc)) from None
         self._patch_serve_config(config, f"{deployment} at {num_replicas if num_replicas is not None else 'its config'}")
         self._event("serve_config_applied", application,
                     f"{deployment} scaled to {num_replicas if num_replicas is not None else 'its config'}")

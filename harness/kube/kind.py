@@ -30,8 +30,8 @@ from harness.kube.tools import (
     require_docker_engine,
     require_tools,
 )
-from harness.local.backend import UpReport, new_run_id
 from harness.secrets import Secret
+from harness.stack.bringup import UpReport, new_run_id
 from harness.stack.config import StackConfig
 
 OPERATOR_DEPLOYMENT = "kuberay-operator"

@@ -29,8 +29,8 @@ from harness.kube.tools import (
     SubprocessRunner,
     require_tools,
 )
-from harness.local.backend import UpReport
 from harness.secrets import Secret
+from harness.stack.bringup import UpReport
 from harness.stack.config import StackConfig
 
 

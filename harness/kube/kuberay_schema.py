@@ -26,7 +26,7 @@ import jsonschema
 from packaging.version import Version
 from referencing import Registry, Resource
 
-from harness.kube.manifests import StackManifests
+from harness.kube.objects import StackManifests
 from harness.stack.config import ConfigError
 
 # kind v0.33.0's default node image runs Kubernetes 1.37; kubernetes-validate 1.37.0 bundles its schemas

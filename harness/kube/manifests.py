@@ -24,10 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from harness.kube.objects import Manifest, StackManifests
 from harness.kube.settings import KubeSettings, load_settings
-from harness.local.backend import build_serve_config
 from harness.secrets import Secret
 from harness.stack.config import ConfigError, StackConfig, load_config
+from harness.stack.serve_config import ServeConfig, build_serve_config
 
 LABEL_RUN_ID = "serve-chaos/run-id"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -46,15 +47,6 @@ SECRET_CONF_KEY = "redis.conf"
 PASSWORD_PLACEHOLDER = "<generated per run at apply time; never written to disk>"
 CONFIGMAP_MAX_BYTES = 1_000_000  # the API server's limit is 1 MiB per object
 KIND_CLUSTER_PREFIX = "serve-chaos-"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """One Kubernetes object; ``body`` is the object as the API takes it."""
-
-    kind: str
-    name: str
-    body: dict
 
 
 @dataclass(frozen=True)
@@ -79,21 +71,6 @@ class RunNames:
 def run_names(settings: KubeSettings, run_id: str) -> RunNames:
     return RunNames(run_id, f"{settings.kube.namespace_prefix}-{run_id}", settings.kube.rayservice_name,
                     settings.kube.worker_group, f"{KIND_CLUSTER_PREFIX}{run_id}")
-
-
-@dataclass(frozen=True)
-class StackManifests:
-    """The objects of one run, in the order they are applied."""
-
-    namespace: Manifest
-    secret: Manifest | None
-    app_code: tuple[Manifest, ...]
-    redis: tuple[Manifest, ...]
-    rayservice: Manifest
-
-    def all(self) -> tuple[Manifest, ...]:
-        return (self.namespace, *((self.secret,) if self.secret else ()), *self.app_code, *self.redis,
-                self.rayservice)
 
 
 # --- pieces ---------------------------------------------------------------------------------------------------
@@ -197,9 +174,9 @@ def redis_manifests(names: RunNames, cfg: StackConfig, settings: KubeSettings, o
     return Manifest("Service", REDIS_NAME, service), Manifest("Deployment", REDIS_NAME, deployment)
 
 
-def serve_config_v2(cfg: StackConfig, serve_config: dict | None = None) -> str:
-    """The Serve config (the local backend's, with the stack config's [app] keys) as RayService's YAML string."""
-    return yaml.safe_dump(serve_config if serve_config is not None else build_serve_config(cfg), sort_keys=False)
+def serve_config_v2(cfg: StackConfig, serve_config: ServeConfig | None = None) -> str:
+    """The Serve config (the stack config's, with its [app] keys) as RayService's YAML string."""
+    return yaml.safe_dump((serve_config or build_serve_config(cfg)).to_dict(), sort_keys=False)
 
 
 def ray_version(settings: KubeSettings) -> str:
@@ -269,7 +246,7 @@ def _ray_pod_template(names: RunNames, cfg: StackConfig, settings: KubeSettings,
 
 
 def rayservice_manifest(names: RunNames, cfg: StackConfig, settings: KubeSettings, code: tuple[AppCode, ...],
-                        serve_config: dict | None = None) -> Manifest:
+                        serve_config: ServeConfig | None = None) -> Manifest:
     head_params = {"num-cpus": str(cfg.head.cpus),
                    "object-store-memory": str(cfg.head.object_store_mb * 1024 * 1024),
                    "dashboard-host": "0.0.0.0",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from harness.local.backend import StackError
+from harness.stack.errors import StackError
 
 
 class KubeStackError(StackError):

@@ -4,24 +4,18 @@ and waits phase by phase until the app serves; ``down`` and ``sweep`` remove eve
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 import os
-import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-import requests
-import yaml
 
 from harness.local import system
 from harness.local.layout import (
@@ -33,6 +27,8 @@ from harness.local.layout import (
     plan_nodes,
 )
 from harness.secrets import Secret
+from harness.stack.bringup import ANSI_RE, Progress, UpReport, new_run_id
+from harness.stack.bringup import quiet as _quiet
 from harness.stack.cluster import (
     DriverResult,
     Endpoint,
@@ -43,13 +39,17 @@ from harness.stack.cluster import (
     StackEvent,
     StackStatus,
 )
-from harness.stack.config import ConfigError, StackConfig
+from harness.stack.config import StackConfig
+from harness.stack.drivers import kill_actor_snippet, read_routing
+from harness.stack.errors import StackError
+from harness.stack.health import answer_once, unhealthy_reason
 from harness.stack.serve_api import (
     HeadApi,
     ServeApiUnavailable,
     ServeDeployRejected,
     read_serve,
 )
+from harness.stack.serve_config import ServeConfig, build_serve_config
 from harness.waiting import WaitTimeout, wait_until
 
 CURRENT_FILE = "current"
@@ -57,46 +57,6 @@ SUPERVISOR_STOP_S = 5.0  # the supervisor stops every node and exits on SIGTERM;
 PROCESSES_EXIT_S = 10.0  # every process a sweep SIGKILLed has exited
 PROCESSES_GONE_S = 10.0  # ... and left /proc: an orphan's zombie waits for the machine's init (up to ~2 s here)
 LOG_TAIL_LINES = 25
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class StackError(RuntimeError):
-    """The stack cannot be brought up or used; the message says which part and why."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    seconds: float
-
-
-@dataclass
-class UpReport:
-    run_id: str
-    phases: list[Phase] = field(default_factory=list)
-
-    def run(self, progress: Callable[[str], None], name: str, fn: Callable[[], object]) -> None:
-        """Run one bring-up phase, saying when it starts and how long it took."""
-        progress(f"{name} ...")
-        start = time.monotonic()
-        fn()
-        self.phases.append(Phase(name, time.monotonic() - start))
-        progress(f"{name}: done in {self.phases[-1].seconds:.1f}s")
-
-    @property
-    def total_s(self) -> float:
-        return sum(p.seconds for p in self.phases)
-
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-def new_run_id() -> str:
-    return "sc" + secrets.token_hex(3)
 
 
 class LocalCluster:
@@ -166,7 +126,7 @@ class LocalCluster:
         layout.write_secret(self.secret)
         layout.write_config(cfg)
         layout.write_nodes(self.nodes)
-        layout.serve_config_file.write_text(json.dumps(build_serve_config(cfg), indent=2))
+        layout.serve_config_file.write_text(json.dumps(build_serve_config(cfg).to_dict(), indent=2))
         report.run(progress, "network", self._create_network)
         self._start_supervisor()
         if cfg.redis.enabled:
@@ -227,7 +187,7 @@ class LocalCluster:
                    self.config.timeouts.workers_ready_s, [w.name for w in workers])
 
     def _deploy(self) -> None:
-        config = json.loads(self.layout.serve_config_file.read_text())
+        config = self._serve_config()
 
         def put() -> bool:
             self.api.deploy(config)
@@ -319,7 +279,7 @@ class LocalCluster:
         return StackStatus(self.run_id, nodes, view.controller, view.proxies, view.replicas, view.apps, view.reachable)
 
     def _route(self) -> str:
-        prefix = build_serve_config(self.config)["applications"][0].get("route_prefix") or "/"
+        prefix = build_serve_config(self.config).route_prefix()
         return prefix
 
     def endpoints(self, route: str | None = None) -> tuple[Endpoint, ...]:
@@ -403,15 +363,11 @@ class LocalCluster:
         return DriverResult(proc.returncode, self.secret.scrub(proc.stdout), self.secret.scrub(proc.stderr))
 
     def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
-        """Each live proxy's replica set per route, read by a driver (harness/routing.py)."""
-        from harness.routing import read_routing
-
-        return read_routing(self, routes)
+        """Each live proxy's replica set per route, read by a driver (harness.stack.drivers)."""
+        return read_routing(self.run_driver, routes)
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
-        result = self.run_driver(
-            f"ray.kill(ray.get_actor({name!r}, namespace={namespace!r}), no_restart={no_restart!r})\nprint('killed')"
-        )
+        result = self.run_driver(kill_actor_snippet(name, namespace, no_restart))
         self.layout.append_event("harness", "actor_killed" if result.returncode == 0 else "actor_kill_failed", name,
                                  f"no_restart={no_restart}; {result.stderr.strip()[-300:]}")
         return result
@@ -463,17 +419,19 @@ class LocalCluster:
 
     def apply_serve_config(self) -> None:
         """Apply the stack's Serve config now (what the operator does when the app is gone)."""
-        self.api.deploy(json.loads(self.layout.serve_config_file.read_text()))
+        self.api.deploy(self._serve_config())
         self.layout.append_event("harness", "serve_config_applied", self.config.app.application, "applied by hand")
+
+    def _serve_config(self) -> ServeConfig:
+        """The Serve config this run applies (kept in its run folder, which the operator reads too)."""
+        return ServeConfig.from_dict(json.loads(self.layout.serve_config_file.read_text()), "the run's Serve config")
 
     def scale(self, application: str, deployment: str, num_replicas: int | None) -> None:
         """Apply the stack's Serve config with ``deployment`` of ``application`` at ``num_replicas``
         (None: as the stack's config says). The stored config, which the operator applies, is unchanged."""
-        config = json.loads(self.layout.serve_config_file.read_text())
+        config = self._serve_config()
         if num_replicas is not None:
-            app = next(a for a in config["applications"] if a["name"] == application)
-            dep = next(d for d in app["deployments"] if d["name"] == deployment)
-            dep["num_replicas"] = num_replicas
+            config = config.with_replicas(application, deployment, num_replicas)
         self.api.deploy(config)
         self.layout.append_event("harness", "serve_config_applied", application,
                                  f"{deployment} scaled to {num_replicas if num_replicas is not None else 'its config'}")
@@ -530,64 +488,6 @@ def _text(data: bytes | str | None) -> str:
     if data is None:
         return ""
     return data.decode(errors="replace") if isinstance(data, bytes) else data
-
-
-def unhealthy_reason(status: StackStatus, cfg: StackConfig) -> str | None:
-    """Why the stack is not healthy yet, or None when it is."""
-    if not status.serve_api_reachable:
-        return "the Serve REST API on the head does not answer"
-    app = next((a for a in status.apps if a.name == cfg.app.application), None)
-    if app is None:
-        return f"no application {cfg.app.application!r}"
-    running = [r for r in status.replicas if r.deployment == cfg.app.deployment and r.state == "RUNNING" and r.pid]
-    if len(running) != cfg.app.num_replicas or app.status != "RUNNING":
-        return (f"application {app.name!r} is {app.status} with {len(running)}/{cfg.app.num_replicas} "
-                f"replicas of {cfg.app.deployment} RUNNING")
-    others = [(a.name, a.status) for a in status.apps if a.status != "RUNNING"]
-    if others:
-        return f"applications not RUNNING: {others}"
-    return status.serve_problem()
-
-
-def answer_once(url: str, timeout_s: float) -> str:
-    resp = requests.get(url, timeout=timeout_s)
-    if resp.status_code != 200:
-        raise RuntimeError(f"{url} answered HTTP {resp.status_code}")
-    return resp.text
-
-
-# --- config to Serve config -------------------------------------------------------------------------------
-
-def build_serve_config(cfg: StackConfig) -> dict:
-    """The Serve config file with the stack config's [app] keys applied."""
-    path = cfg.resolve(cfg.app.serve_config)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"key 'app.serve_config': {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"key 'app.serve_config': {path} is not valid YAML: {exc}") from None
-    serve = copy.deepcopy(raw)
-    apps = serve.get("applications") if isinstance(serve, dict) else None
-    if not isinstance(apps, list):
-        raise ConfigError(f"key 'app.serve_config': {path} has no 'applications' list")
-    app = next((a for a in apps if a.get("name") == cfg.app.application), None)
-    if app is None:
-        raise ConfigError(f"key 'app.application': no application {cfg.app.application!r} in {path}")
-    app["import_path"] = cfg.app.import_path
-    deployments = app.setdefault("deployments", [])
-    dep = next((d for d in deployments if d.get("name") == cfg.app.deployment), None)
-    if dep is None:
-        dep = {"name": cfg.app.deployment}
-        deployments.append(dep)
-    dep["num_replicas"] = cfg.app.num_replicas
-    if cfg.app.max_replicas_per_node:
-        dep["max_replicas_per_node"] = cfg.app.max_replicas_per_node
-    else:
-        dep.pop("max_replicas_per_node", None)
-    serve.setdefault("http_options", {})["port"] = cfg.app.serve_port
-    serve["http_options"].setdefault("host", "0.0.0.0")
-    return serve
 
 
 # --- preflight ----------------------------------------------------------------------------------------------

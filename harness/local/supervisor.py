@@ -25,6 +25,7 @@ from pathlib import Path
 from harness.local import system
 from harness.local.layout import NodeSpec, RunLayout, node_command
 from harness.stack.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
+from harness.stack.serve_config import ServeConfig
 
 LOOP_PERIOD_S = 0.2  # how often the supervisor compares desired and actual state
 POD_EXIT_S = 5.0  # a killed pod's unshare exits once its namespace's init is dead
@@ -154,7 +155,7 @@ class Supervisor:
             if now - missing_since < cfg.operator.missing_grace_s:
                 continue
             try:
-                api.deploy(json.loads(self.layout.serve_config_file.read_text()))
+                api.deploy(ServeConfig.from_dict(json.loads(self.layout.serve_config_file.read_text())))
             except (ServeApiUnavailable, ServeDeployRejected) as exc:
                 self.layout.append_event("operator", "serve_config_failed", cfg.app.application,
                                          self.secret.scrub(str(exc))[:500])

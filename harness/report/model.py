@@ -10,23 +10,36 @@ missing in ``problems`` and the scenario's status is ``unknown``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
-from harness.checkers.traffic import availability, longest_outage, time_to_recover
 from harness.history import History, HistoryError
 from harness.identity import IdentityRow
 from harness.known_issues import Outcome, outcome
-from harness.measures import RETRY_3X_EXPONENTIAL, observed_resolution
+from harness.measures import (
+    RETRY_3X_EXPONENTIAL,
+    fault_windows,
+    observed_resolution,
+    outage_windows,
+    served,
+)
 from harness.records import (
-    HISTORY, LOGS, LOGS_ERROR, SCHEDULE, TIMELINE, VERDICT, Budget, Figure, PhaseTiming, ScenarioFolder,
-    ScenarioResult, VerdictFileError,
+    HISTORY,
+    LOGS,
+    LOGS_ERROR,
+    SCHEDULE,
+    TIMELINE,
+    VERDICT,
+    Budget,
+    Figure,
+    PhaseTiming,
+    ScenarioFolder,
+    ScenarioResult,
+    VerdictFileError,
 )
 from harness.verdict import Resolution, Status, Verdict, explain
-
 
 
 @dataclass(frozen=True)
@@ -237,16 +250,15 @@ def figures_of_verdict(verdict: Verdict, history: History | None) -> Figures:
 
 
 def provisional_figures(history: History) -> Figures:
-    """Figures over every endpoint and the whole history, by the checkers a verdict uses (no budgets: the
-    checkers' statuses are ignored). For a scenario that stopped before its verdict."""
-    raw = availability(history, min_availability=0.0).figures
-    retried = availability(history, min_availability=0.0, retry=RETRY_3X_EXPONENTIAL).figures
-    outage = longest_outage(history, max_outage_s=math.inf).figures
-    recovery = time_to_recover(history, max_s=math.inf).figures
+    """Figures over every endpoint and the whole history, by the measurements a verdict's checkers use (no
+    budgets). For a scenario that stopped before its verdict."""
+    seen = [r for r in history.requests if r.observed]
+    recoveries = [w.recovered - w.injected for w in fault_windows(history) if w.recovered is not None]
     return Figures(
-        availability=raw.get("availability"),
-        availability_with_retries=retried.get(f"availability_{RETRY_3X_EXPONENTIAL.name}"),
-        longest_outage_s=outage.get("longest_outage_s"), time_to_recover_s=recovery.get("time_to_recover_s"),
+        availability=sum(r.ok for r in seen) / len(seen) if seen else None,
+        availability_with_retries=sum(served(seen, RETRY_3X_EXPONENTIAL)) / len(seen) if seen else None,
+        longest_outage_s=max((w.duration_s for w in outage_windows(history)), default=0.0) if seen else None,
+        time_to_recover_s=max(recoveries, default=None),
         requests=len(history.requests), failures=sum(r.observed and not r.ok for r in history.requests),
         resolution=observed_resolution(history),
         source=f"{HISTORY} alone (provisional: no verdict; all endpoints, whole history)",

@@ -2,7 +2,7 @@
 
 Rows, sharing one time axis (seconds since the first record of the history):
 
-1. the scenario's phases (``note`` events by "scenario", detail "phase <name>") and the fault's marks
+1. the scenario's phases (``phase`` events; older histories: ``note`` events "phase <name>") and the fault's marks
    (inject, taken_effect, recovered, healed, and other notes), hover for details;
 2. one row per endpoint: requests per second, stacked by outcome (ok, then each error kind), with the
    outage windows of ``checkers.outage_windows`` drawn as a dark red bar over them;
@@ -26,8 +26,7 @@ from plotly.subplots import make_subplots
 from harness.history import ErrorKind, EventKind, FaultEvent, History
 from harness.measures import fault_windows, outage_windows, percentile
 
-PHASE_NOTE_BY = "scenario"  # ScenarioRun.phase writes note(f"phase {name}", name="scenario")
-PHASE_PREFIX = "phase "
+LEGACY_PHASE_NOTE_BY, LEGACY_PHASE_PREFIX = "scenario", "phase "  # how histories before PHASE events said it
 
 OUTCOME_COLOURS: dict[ErrorKind, str] = {
     ErrorKind.OK: "#66bb6a",
@@ -99,7 +98,12 @@ def time_span(history: History) -> tuple[float, float] | None:
 
 
 def _is_phase(event: FaultEvent) -> bool:
-    return event.kind is EventKind.NOTE and event.name == PHASE_NOTE_BY and event.detail.startswith(PHASE_PREFIX)
+    return event.kind is EventKind.PHASE or (event.kind is EventKind.NOTE and event.name == LEGACY_PHASE_NOTE_BY
+                                             and event.detail.startswith(LEGACY_PHASE_PREFIX))
+
+
+def _phase_name(event: FaultEvent) -> str:
+    return event.name if event.kind is EventKind.PHASE else event.detail.removeprefix(LEGACY_PHASE_PREFIX)
 
 
 def phase_spans(history: History) -> tuple[PhaseSpan, ...]:
@@ -109,7 +113,7 @@ def phase_spans(history: History) -> tuple[PhaseSpan, ...]:
     if span is None or not notes:
         return ()
     ends = [n.t_mono for n in notes[1:]] + [span[1]]
-    return tuple(PhaseSpan(n.detail.removeprefix(PHASE_PREFIX), n.t_mono, end) for n, end in zip(notes, ends))
+    return tuple(PhaseSpan(_phase_name(n), n.t_mono, end) for n, end in zip(notes, ends))
 
 
 def fault_bands(history: History) -> tuple[FaultBand, ...]:

@@ -22,16 +22,7 @@ from pathlib import Path
 
 from harness.checkers import schedule as judge
 from harness.checkers.traffic import time_to_recover
-from harness.faults import (
-    FailHealthCheck,
-    Fault,
-    FaultError,
-    KillController,
-    KillHead,
-    KillProxy,
-    KillReplica,
-    KillWorkerPod,
-)
+from harness.faults import AppTargets, Fault, make_fault
 from harness.history import EventKind, FaultEvent, HistoryTail, RequestRecord
 from harness.identity import identities
 from harness.known_issues import KnownIssue
@@ -41,7 +32,7 @@ from harness.measures import (
     outage_windows,
     served,
 )
-from harness.records import Figure, Budget, ScenarioResult
+from harness.records import Budget, Figure, ScenarioResult
 from harness.routing import DRIVER_TIMEOUT_S, routing_verdict
 from harness.scenario import ScenarioRun
 from harness.schedules.profiles import SCENARIO, ScheduleBudgets
@@ -233,7 +224,7 @@ class ScheduleRun:
         specs = tuple(spec for spec, _ in resolved)
         notes = tuple(note for _, note in resolved if note)
         nodes = set(serving_nodes(specs, tuple(dict.fromkeys(self.node_of.values()))))
-        faults = tuple(make_fault(spec, context.cluster, context.config) for spec in specs)
+        faults = tuple(fault_of(spec, context.cluster, context.config) for spec in specs)
         state = StepState(len(self.states) + 1, drawn, specs, notes, faults,
                           tuple(label for label in self.labels if self.node_of[label] in nodes),
                           context.budgets.for_step(s.fault for s in specs), start=time.monotonic())
@@ -448,7 +439,8 @@ class ScheduleRun:
     def _record(self, state: StepState) -> Step:
         verdict = state.verdict()
         figures = {k: v for k, v in verdict.figures.items()
-                   if k in ("availability", "longest_outage_s", "time_to_recover_s", "requests", "failures")}
+                   if k in (Figure.AVAILABILITY, Figure.LONGEST_OUTAGE, Figure.TIME_TO_RECOVER, Figure.REQUESTS,
+                            Figure.FAILURES)}
         return Step(state.index, state.drawn, state.serving, state.start - self.traffic_t0,
                     (state.end if not math.isnan(state.end) else time.monotonic()) - state.start,
                     verdict.status if state.recovery and state.traffic else
@@ -467,16 +459,16 @@ class ScheduleRun:
             judged = judge.kept(history, self.states, self.labels, -math.inf, math.inf) if self.states else history
             seen = [r for r in judged.requests if r.observed]
             ok = sum(r.ok for r in seen)
-            figures = {"requests": len(judged.requests), "failures": len(seen) - ok}
+            figures = {Figure.REQUESTS.value: len(judged.requests), Figure.FAILURES.value: len(seen) - ok}
             if seen:
-                figures["availability"] = ok / len(seen)
+                figures[Figure.AVAILABILITY] = ok / len(seen)
                 # as a client retrying like Ray recommends would have seen it: reported, not budgeted
                 figures[Figure.AVAILABILITY_WITH_RETRIES] = \
                     sum(served(seen, RETRY_3X_EXPONENTIAL)) / len(seen)
-            figures["longest_outage_s"] = max((w.duration_s for w in outage_windows(judged)), default=0.0)
+            figures[Figure.LONGEST_OUTAGE] = max((w.duration_s for w in outage_windows(judged)), default=0.0)
             recoveries = time_to_recover(history, max_s=math.inf).figures
-            if "time_to_recover_s" in recoveries:
-                figures["time_to_recover_s"] = recoveries["time_to_recover_s"]
+            if Figure.TIME_TO_RECOVER in recoveries:
+                figures[Figure.TIME_TO_RECOVER] = recoveries[Figure.TIME_TO_RECOVER]
             resolution = observed_resolution(history.between(self.states[0].start, math.inf)) if self.states \
                 else observed_resolution(history)
         except Exception as exc:  # noqa: BLE001 - the verdict is written even from a damaged history
@@ -550,28 +542,11 @@ def resolve(drawn: Sequence[FaultSpec], cluster: Cluster, config: ScheduleConfig
     return sorted(out, key=lambda pair: injection_key(pair[0]))
 
 
-def make_fault(spec: FaultSpec, cluster: Cluster, config: ScheduleConfig) -> Fault:
-    """The fault object of a resolved spec."""
-    match spec.fault:
-        case "KillWorkerPod":
-            return KillWorkerPod(cluster, spec.target)
-        case "KillHead":
-            return KillHead(cluster, spec.target)
-        case "KillController":
-            return KillController(cluster)
-        case "KillProxy":
-            return KillProxy(cluster, spec.target)
-        case "KillReplica":
-            return KillReplica(cluster, spec.target, config.deployment)
-        case "FailHealthCheck":
-            url = next((e.url for e in cluster.endpoints(route=config.health_route) if e.node == spec.target), None)
-            if url is None:
-                raise FaultError(f"no endpoint of {config.health_route} on {spec.target}")
-            replicas = sum(1 for r in cluster.status().replicas
-                           if r.deployment == config.health_deployment and r.state == "RUNNING")
-            return FailHealthCheck(cluster, url, config.health_deployment, replicas)
-    raise ValueError(f"unknown fault {spec.fault!r}")
+def fault_of(spec: FaultSpec, cluster: Cluster, config: ScheduleConfig) -> Fault:
+    """The fault object of a resolved spec, from the one catalogue (harness/faults.py)."""
+    return make_fault(spec.fault, cluster, spec.target,
+                      AppTargets(config.deployment, config.health_route, config.health_deployment))
 
 
-__all__ = ["KnownIssueShown", "NotJudged", "ScheduleContext", "ScheduleRun", "ScheduleViolation", "make_fault",
+__all__ = ["KnownIssueShown", "NotJudged", "ScheduleContext", "ScheduleRun", "ScheduleViolation", "fault_of",
            "resolve"]

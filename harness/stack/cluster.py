@@ -94,6 +94,18 @@ class StackStatus:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_json(cls, obj: dict) -> StackStatus:
+        """The inverse of ``to_json`` (a snapshot kept in a History)."""
+        controller = obj.get("controller")
+        return cls(
+            str(obj["run_id"]), tuple(NodeInfo(**n) for n in obj.get("nodes") or ()),
+            ControllerInfo(**controller) if controller else None,
+            tuple(ProxyInfo(**x) for x in obj.get("proxies") or ()),
+            tuple(ReplicaInfo(**r) for r in obj.get("replicas") or ()),
+            tuple(AppInfo(**a) for a in obj.get("apps") or ()), bool(obj.get("serve_api_reachable")),
+        )
+
     def serve_problem(self) -> str | None:
         """What is wrong with Serve's own parts: no controller, or a proxy that is not HEALTHY."""
         if self.controller is None:

@@ -18,6 +18,7 @@ from harness.stack.cluster import (
     RayActor,
     ReplicaInfo,
 )
+from harness.stack.serve_config import ServeConfig
 
 SERVE_PATH = "/api/serve/applications/"
 
@@ -121,9 +122,9 @@ class HeadApi:
             for a in self._state_list("actors", filters)
         )
 
-    def deploy(self, serve_config: dict) -> None:
+    def deploy(self, serve_config: ServeConfig) -> None:
         try:
-            resp = requests.put(self.base + SERVE_PATH, json=serve_config, timeout=max(self.timeout_s, 30.0))
+            resp = requests.put(self.base + SERVE_PATH, json=serve_config.to_dict(), timeout=max(self.timeout_s, 30.0))
         except requests.RequestException as exc:
             raise ServeApiUnavailable(f"{self.base}{SERVE_PATH}: {type(exc).__name__}") from None
         if resp.status_code != 200:
