@@ -25,6 +25,7 @@ from harness.stack.cluster import (
     ReplicaInfo,
     StackStatus,
 )
+from harness.stack.health import answers
 
 CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"
 
@@ -240,8 +241,7 @@ class KillReplica:
     victim: ReplicaInfo | None = None
 
     def inject(self) -> None:
-        replicas = [r for r in self.cluster.status().replicas
-                    if r.deployment == self.deployment and r.node == self.target and r.state == "RUNNING"]
+        replicas = list(self.cluster.status().running(self.deployment, self.target))
         if not replicas:
             raise FaultError(f"no RUNNING replica of {self.deployment} on {self.target}")
         self.victim = replicas[0]
@@ -300,10 +300,7 @@ class KillProxy:
         if now is None or now.status != "HEALTHY" or now.pid is None or \
                 (now.actor_id, now.pid) == (self.before.actor_id, self.before.pid):
             return False
-        try:
-            if requests.get(now.url or "", timeout=2).status_code != 200:
-                return False
-        except requests.RequestException:
+        if not answers(now.url or "", timeout_s=2.0):
             return False
         how = "restarted by Ray (same actor id)" if now.actor_id == self.before.actor_id else \
             "replaced by the controller (new actor id)"
@@ -350,7 +347,7 @@ class FailHealthCheck:
 
     def recovered(self) -> bool:
         status = self.cluster.status()
-        running = [r for r in status.replicas if r.deployment == self.deployment and r.state == "RUNNING"]
+        running = status.running(self.deployment)
         return status.serve_api_reachable and len(running) == self.replicas and \
             all(r.replica_id != self.victim for r in status.replicas)
 
@@ -392,7 +389,7 @@ def _health_fault(cluster: Cluster, target: str, app: AppTargets) -> Fault:
     url = next((e.url for e in cluster.endpoints(route=app.health_route) if e.node == target), None)
     if url is None:
         raise FaultError(f"no endpoint of {app.health_route} on {target}")
-    replicas = sum(1 for r in cluster.status().replicas if r.deployment == app.health_deployment and r.state == "RUNNING")
+    replicas = len(cluster.status().running(app.health_deployment))
     return FailHealthCheck(cluster, url, app.health_deployment, replicas)
 
 

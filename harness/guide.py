@@ -56,7 +56,7 @@ class Serving(StrEnum):
 
 
 def _running(status: StackStatus, deployment: str) -> int:
-    return sum(1 for r in status.replicas if r.deployment == deployment and r.state == "RUNNING")
+    return len(status.running(deployment))
 
 
 # --- what must (not) change: identity checks on the snapshots ------------------------------------------------
@@ -100,7 +100,7 @@ def victim_replaced(e: Evidence) -> Verdict:
     victim = getattr(e.fault, "victim", None)
     if victim is None:
         return Verdict(name, Status.UNKNOWN, "no replica was killed")
-    new = {r.replica_id for r in e.after.replicas if r.state == "RUNNING"} - {r.replica_id for r in e.before.replicas}
+    new = {r.replica_id for r in e.after.running()} - {r.replica_id for r in e.before.replicas}
     gone = all(r.replica_id != victim.replica_id for r in e.after.replicas)
     if gone and new:
         return Verdict(name, Status.PASS, f"replica {victim.replica_id} (pid {victim.pid}) replaced by {sorted(new)}")
@@ -178,8 +178,7 @@ def health_checking_after_recovery(run: ScenarioRun) -> list[Verdict]:
     """The recovered controller checks health again: a replica killed now (a follow-up fault, injected through
     the run: recorded, healed) is replaced."""
     name = "health_checking_after_recovery"
-    target = next((r.node for r in run.cluster.status().replicas
-                   if r.deployment == APP_DEPLOYMENT and r.state == "RUNNING" and r.node), None)
+    target = next((r.node for r in run.cluster.status().running(APP_DEPLOYMENT) if r.node), None)
     if target is None:
         return [Verdict(name, Status.UNKNOWN, f"no RUNNING replica of {APP_DEPLOYMENT} to kill after recovery")]
     fault = KillReplica(run.cluster, target, APP_DEPLOYMENT)

@@ -24,8 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from harness.checkers.faults import fault_took_effect, traffic_coverage
 from harness.checkers.traffic import availability, longest_outage, time_to_recover
 from harness.faults import Fault
@@ -43,6 +41,7 @@ from harness.records import (
     ScenarioResult,
 )
 from harness.stack.cluster import Cluster, Endpoint, StackStatus
+from harness.stack.health import answers
 from harness.traffic import PidBody, ResponseCheck, Traffic
 from harness.verdict import Status, Verdict, combine, explain
 from harness.waiting import WaitTimeout, observation_window, wait_until
@@ -176,7 +175,7 @@ class ScenarioRun:
         endpoints = [e for e in planned if e.node in set(serving)]
 
         def recovered() -> bool:
-            return fault.recovered() and all(_answers(e.url, self.budget.timeout_s) for e in endpoints)
+            return fault.recovered() and all(answers(e.url, self.budget.timeout_s) for e in endpoints)
 
         try:
             wait_until(f"{fault.name} on {fault.target} to recover and the serving endpoints to answer", recovered,
@@ -261,13 +260,6 @@ class ScenarioRun:
         self.writer.close()
         if errors:
             raise RuntimeError(f"scenario {self.name} cleanup failed: " + "; ".join(errors))
-
-
-def _answers(url: str, timeout_s: float) -> bool:
-    try:
-        return requests.get(url, timeout=timeout_s).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _guarded(name: str, fn: Callable[..., Sequence[Verdict]], *args: object) -> Sequence[Verdict]:

@@ -26,8 +26,8 @@ def replicas_kept(before: StackStatus, after: StackStatus, nodes: Iterable[str],
     if blind := _blind("replicas_kept", before, after):
         return blind
     nodes = set(nodes)
-    kept = {(r.replica_id, r.pid) for r in after.replicas if r.state == "RUNNING"}
-    watched = [r for r in before.replicas if r.node in nodes and r.deployment == deployment and r.state == "RUNNING"]
+    kept = {(r.replica_id, r.pid) for r in after.running()}
+    watched = [r for r in before.running(deployment) if r.node in nodes]
     lost = [f"{r.replica_id}@{r.node} pid {r.pid}" for r in watched if (r.replica_id, r.pid) not in kept]
     name = "replicas_kept"
     figures = {"replicas_watched": float(len(watched)), "replicas_changed": float(len(lost))}
@@ -46,7 +46,7 @@ def replicas_replaced(before: StackStatus, after: StackStatus, node: str, deploy
     if blind := _blind(name, before, after):
         return blind
     old = {r.replica_id for r in before.replicas if r.node == node and r.deployment == deployment}
-    still = sorted(old & {r.replica_id for r in after.replicas if r.state == "RUNNING"})
+    still = sorted(old & {r.replica_id for r in after.running()})
     new = {r.replica_id for r in after.replicas if r.deployment == deployment} - {r.replica_id for r in before.replicas}
     figures = {"replicas_on_target_before": float(len(old)), "new_replicas": float(len(new))}
     if not old:
@@ -94,7 +94,7 @@ def replica_count(after: StackStatus, deployment: str, expected: int) -> Verdict
     name = "replicas_running"
     if blind := _blind(name, after):
         return blind
-    running = sum(1 for r in after.replicas if r.deployment == deployment and r.state == "RUNNING")
+    running = len(after.running(deployment))
     figures = {"replicas_running": float(running)}
     status = Status.PASS if running == expected else Status.FAIL
     return Verdict(name, status, f"expected {expected} RUNNING replicas of {deployment}, saw {running}", figures)

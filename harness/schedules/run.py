@@ -11,31 +11,34 @@ since the previous cut up to its own; what follows the last cut is judged at tea
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.checkers import schedule as judge
 from harness.checkers.traffic import time_to_recover
-from harness.faults import AppTargets, Fault, make_fault
-from harness.history import EventKind, FaultEvent, HistoryTail, RequestRecord
+from harness.history import EventKind, FaultEvent
 from harness.identity import identities
-from harness.known_issues import KnownIssue
 from harness.measures import (
     RETRY_3X_EXPONENTIAL,
     observed_resolution,
     outage_windows,
     served,
 )
-from harness.records import Budget, Figure, ScenarioResult
-from harness.routing import DRIVER_TIMEOUT_S, routing_verdict
+from harness.records import Figure, ScenarioResult
+from harness.routing import routing_verdict
 from harness.scenario import ScenarioRun
-from harness.schedules.profiles import SCENARIO, ScheduleBudgets
+from harness.schedules.context import (
+    KnownIssueShown,
+    NotJudged,
+    ScheduleContext,
+    ScheduleViolation,
+    StepState,
+)
+from harness.schedules.observe import TrafficWatch
+from harness.schedules.profiles import SCENARIO
 from harness.schedules.records import (
     EXAMPLES_DIR,
     ExampleOutcome,
@@ -44,99 +47,17 @@ from harness.schedules.records import (
     Step,
 )
 from harness.schedules.spec import (
-    NODE_KILLS,
     FaultSpec,
     Schedule,
-    ScheduleConfig,
     as_step,
-    injection_key,
     serving_nodes,
     step_problem,
 )
-from harness.stack.cluster import Cluster, Endpoint, StackStatus
+from harness.schedules.targets import fault_of, resolve
+from harness.stack.cluster import Endpoint, StackStatus
 from harness.traffic import PidBody
-from harness.verdict import Status, Verdict, combine, explain
+from harness.verdict import Status, Verdict, explain
 from harness.waiting import WaitTimeout, wait_until
-
-
-class ScheduleViolation(AssertionError):
-    """A step broke an invariant."""
-
-
-class KnownIssueShown(ScheduleViolation):
-    """A step broke an invariant exactly as a known issue pinned to this Ray version says."""
-
-
-class NotJudged(RuntimeError):
-    """An invariant could not be judged (UNKNOWN): the schedule proves nothing past this step."""
-
-
-@dataclass
-class StepState:
-    """A step while it runs and is judged (``Step`` is its frozen record)."""
-
-    index: int
-    drawn: tuple[FaultSpec, ...]
-    specs: tuple[FaultSpec, ...]  # resolved, in injection order
-    resolutions: tuple[str, ...]
-    faults: tuple[Fault, ...]
-    serving: tuple[str, ...]  # endpoint labels
-    budget: Budget
-    start: float  # monotonic: first injection
-    converged: float = math.nan  # monotonic: every fault recovered (or the recovery wait gave up)
-    cut: float = math.nan  # monotonic: requests sent before this are judged with this step
-    end: float = math.nan  # monotonic: the step's end
-    recovery: Verdict | None = None
-    traffic: Verdict | None = None
-    routing: Verdict | None = None
-
-    def verdict(self) -> Verdict:
-        parts = [v for v in (self.recovery, self.traffic) if v is not None]
-        combined = combine(f"step {self.index}: {' + '.join(map(str, self.specs))}", parts)
-        if combined.status is Status.PASS:
-            reason = "; ".join(p.reason for p in parts)
-        elif parts:
-            reason = explain(combined)
-        else:
-            reason = "not judged: the schedule stopped before this step's invariants"
-        return dataclasses.replace(combined, reason=reason)
-
-
-class ScheduleContext:
-    """What every schedule of one run shares: the cluster, settings, budgets, and the numbering of examples."""
-
-    def __init__(self, cluster: Cluster, out_dir: str | Path, *, config: ScheduleConfig, budgets: ScheduleBudgets,
-                 known_issue: KnownIssue | None = None, prepare: Callable[[Cluster], object] | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
-        self.cluster = cluster
-        self.out_dir = Path(out_dir)
-        self.config = config
-        self.budgets = budgets
-        self.known_issue = known_issue
-        self.prepare = prepare or (lambda cluster: None)
-        self.progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self._numbers = 0
-
-    @property
-    def settle_s(self) -> float:
-        """How long after a request's send it is surely recorded: connect and read timeouts, and a margin."""
-        return 2 * self.budgets.traffic.timeout_s + self.config.settle_margin_s
-
-    def observe_timeout_s(self, budget: Budget) -> float:
-        """How long a step may wait for its traffic past convergence (a stalled traffic child fails it)."""
-        return budget.observe_s + self.settle_s + 10.0
-
-    def traffic_cap_s(self, steps: int) -> float:
-        """A bound on a schedule's traffic, so that it stops by itself: every wait at its deadline, twice."""
-        worst = self.budgets.for_step(self.config.faults)
-        routing = self.config.routing_timeout_s + 2 * DRIVER_TIMEOUT_S if self.config.check_routing else 0.0
-        step = worst.confirm_s + 1.25 * worst.max_recovery_s + self.config.recovery_grace_s + routing + \
-            self.observe_timeout_s(worst)
-        return 2 * (self.config.healthy_timeout_s + steps * step) + 120.0
-
-    def next_number(self) -> int:
-        self._numbers += 1
-        return self._numbers
 
 
 class ScheduleRun:
@@ -158,8 +79,12 @@ class ScheduleRun:
         self.judged_until = -math.inf  # requests sent before this are judged
         self.tail: Verdict | None = None
         self.traffic_t0 = time.monotonic()
-        self._reader: HistoryTail | None = None
-        self._sends: dict[str, list[float]] = {}  # label -> recorded send times, sorted
+        self._watch: TrafficWatch | None = None
+
+    @property
+    def watch(self) -> TrafficWatch:
+        assert self._watch is not None, "the schedule's traffic was not started"
+        return self._watch
 
     # --- the whole schedule ---------------------------------------------------------------------------
     def execute(self) -> ExampleRecord:
@@ -194,11 +119,13 @@ class ScheduleRun:
             context.prepare(cluster)
             self.before = run.arrange(context.config.healthy_timeout_s)
         with run.phase("traffic"):
-            self._reader = HistoryTail(run.history_path)
-            run.start_traffic(self._endpoints())
+            endpoints = self._endpoints()
+            self._watch = TrafficWatch(run.history_path, self.labels, context.settle_s,
+                                       context.budgets.traffic.rate_per_endpoint)
+            run.start_traffic(endpoints)
             assert run.traffic is not None
             self.traffic_t0 = run.traffic.started_mono or time.monotonic()
-            wait_until("baseline traffic recorded on every endpoint", lambda: self._sent_since(-math.inf, 1),
+            wait_until("baseline traffic recorded on every endpoint", lambda: self.watch.sent_since(-math.inf, 1),
                        timeout_s=context.observe_timeout_s(context.budgets.traffic),
                        interval_s=context.config.poll_interval_s)
 
@@ -246,42 +173,6 @@ class ScheduleRun:
             state.cut = self._observe(state)
             state.end = time.monotonic()
 
-    def _read_traffic(self) -> None:
-        assert self._reader is not None
-        for record in self._reader.read_new():
-            if isinstance(record, RequestRecord):
-                bisect.insort(self._sends.setdefault(record.node, []), record.t_mono)
-
-    def _sent_since(self, since: float, count: int) -> float | None:
-        """The time by which every endpoint had ``count`` recorded sends at or after ``since``, or None yet."""
-        self._read_traffic()
-        reached = []
-        for label in self.labels:
-            sends = self._sends.get(label, [])
-            first = bisect.bisect_left(sends, since)
-            if len(sends) - first < count:
-                return None
-            reached.append(sends[first + count - 1])
-        return max(reached)
-
-    def _recorded_before(self, cut: float) -> bool:
-        """Every request sent before ``cut`` is recorded: each endpoint has a recorded send after the cut, and
-        either its recorded sends show no hole (the traffic is open-loop: a request still in flight leaves
-        one) in the last ``settle_s`` before the cut, or ``settle_s`` has passed since the cut."""
-        self._read_traffic()
-        settle = self.context.settle_s
-        late = time.monotonic() >= cut + settle
-        hole = 1.5 / self.context.budgets.traffic.rate_per_endpoint
-        for label in self.labels:
-            sends = self._sends.get(label, [])
-            after = bisect.bisect_left(sends, cut)
-            if after == len(sends):
-                return False
-            recent = sends[bisect.bisect_left(sends, cut - settle):after + 1]
-            if not late and any(b - a > hole for a, b in zip(recent, recent[1:])):
-                return False
-        return True
-
     def _observe(self, state: StepState) -> float:
         """Traffic past convergence: until every endpoint had ``observe_s`` worth of sends (the cut) and every
         request sent before the cut is recorded. Returns the cut (on a timeout: as far as traffic got)."""
@@ -290,8 +181,8 @@ class ScheduleRun:
         count = max(1, math.ceil(budget.observe_s * budget.rate_per_endpoint))
 
         def observed() -> float | None:
-            cut = self._sent_since(state.converged, count)
-            return cut + 1e-6 if cut is not None and self._recorded_before(cut + 1e-6) else None
+            cut = self.watch.sent_since(state.converged, count)
+            return cut + 1e-6 if cut is not None and self.watch.recorded_before(cut + 1e-6) else None
 
         try:
             return wait_until(f"{count} requests on every endpoint past step {state.index}'s convergence, recorded",
@@ -497,56 +388,4 @@ class ScheduleRun:
         run.folder.write_result(result)
 
 
-# --- drawn targets -> what runs now ------------------------------------------------------------------------
-
-def _next_in_order(order: Sequence[str], start: str, ok: Callable[[str], bool]) -> str | None:
-    """``start`` if ``ok``, else the next node after it in ``order`` (cyclically) that is."""
-    if start in order:
-        i = order.index(start)
-        ring = [*order[i:], *order[:i]]
-    else:
-        ring = list(order)
-    return next((n for n in ring if ok(n)), None)
-
-
-def resolve(drawn: Sequence[FaultSpec], cluster: Cluster, config: ScheduleConfig) -> list[tuple[FaultSpec, str]]:
-    """Each drawn fault with the target it acts on now, and why, when that differs: a drawn node that is gone
-    (e.g. a worker lost for good and replaced) is the node at its place in order; a node with no endpoint, or
-    no RUNNING replica to kill, is the next node in the topology's order that has one. Deterministic for a
-    given stack state; the resolution is recorded with the step."""
-    topology = config.topology
-    workers = cluster.worker_names()
-    order = (topology.head, *workers)
-    killed = {s.target for s in drawn if s.fault in NODE_KILLS}
-    out: list[tuple[FaultSpec, str]] = []
-    for spec in drawn:
-        target = spec.target
-        if spec.fault in ("KillWorkerPod", "KillProxy", "FailHealthCheck", "KillReplica") and target not in order:
-            position = topology.workers.index(target) if target in topology.workers else 0
-            target = workers[min(position, len(workers) - 1)] if workers else topology.head
-        if spec.fault == "KillProxy":
-            nodes = {e.node for e in cluster.endpoints()}
-            target = _next_in_order(order, target, lambda n: n in nodes) or target
-        elif spec.fault == "FailHealthCheck":
-            nodes = {e.node for e in cluster.endpoints(route=config.health_route)}
-            target = _next_in_order(order, target, lambda n: n in nodes) or target
-        elif spec.fault == "KillReplica":
-            holding = {r.node for r in cluster.status().replicas
-                       if r.deployment == config.deployment and r.state == "RUNNING" and r.node}
-            spared = holding - killed or holding
-            target = _next_in_order(order, target, lambda n: n in spared) or target
-        resolved = FaultSpec(spec.fault, target)
-        note = "" if resolved == spec else f"{spec} resolved to {resolved}: {spec.target} " + (
-            "is not a node now" if spec.target not in order else "has no such target now")
-        out.append((resolved, note))
-    return sorted(out, key=lambda pair: injection_key(pair[0]))
-
-
-def fault_of(spec: FaultSpec, cluster: Cluster, config: ScheduleConfig) -> Fault:
-    """The fault object of a resolved spec, from the one catalogue (harness/faults.py)."""
-    return make_fault(spec.fault, cluster, spec.target,
-                      AppTargets(config.deployment, config.health_route, config.health_deployment))
-
-
-__all__ = ["KnownIssueShown", "NotJudged", "ScheduleContext", "ScheduleRun", "ScheduleViolation", "fault_of",
-           "resolve"]
+__all__ = ["KnownIssueShown", "NotJudged", "ScheduleContext", "ScheduleRun", "ScheduleViolation"]

@@ -106,6 +106,11 @@ class StackStatus:
             tuple(AppInfo(**a) for a in obj.get("apps") or ()), bool(obj.get("serve_api_reachable")),
         )
 
+    def running(self, deployment: str | None = None, node: str | None = None) -> tuple[ReplicaInfo, ...]:
+        """The RUNNING replicas (of ``deployment``, on ``node``): the one definition of "running"."""
+        return tuple(r for r in self.replicas if r.state == "RUNNING" and deployment in (None, r.deployment)
+                     and node in (None, r.node))
+
     def serve_problem(self) -> str | None:
         """What is wrong with Serve's own parts: no controller, or a proxy that is not HEALTHY."""
         if self.controller is None:

@@ -17,7 +17,7 @@ def unhealthy_reason(status: StackStatus, cfg: StackConfig) -> str | None:
     app = next((a for a in status.apps if a.name == cfg.app.application), None)
     if app is None:
         return f"no application {cfg.app.application!r}"
-    running = [r for r in status.replicas if r.deployment == cfg.app.deployment and r.state == "RUNNING" and r.pid]
+    running = [r for r in status.running(cfg.app.deployment) if r.pid]
     if len(running) != cfg.app.num_replicas or app.status != "RUNNING":
         return (f"application {app.name!r} is {app.status} with {len(running)}/{cfg.app.num_replicas} "
                 f"replicas of {cfg.app.deployment} RUNNING")
@@ -33,3 +33,12 @@ def answer_once(url: str, timeout_s: float) -> str:
     if resp.status_code != 200:
         raise RuntimeError(f"{url} answered HTTP {resp.status_code}")
     return resp.text
+
+
+def answers(url: str, timeout_s: float) -> bool:
+    """Whether ``url`` answers 200 within the timeout (the one "does it answer" of the harness)."""
+    try:
+        answer_once(url, timeout_s)
+    except (requests.RequestException, RuntimeError):
+        return False
+    return True
