@@ -81,7 +81,9 @@ def test_random_schedule_control(stack, stack_config, report_dir, pytestconfig):
                              config=stack_schedule_config(stack_config), budgets=pytestconfig.getoption("--budgets"),
                              known_issue=STALE_PROXIES, prepare=lambda cluster: restore(cluster, say), progress=say)
     assert result.verdict is Status.FAIL, f"the control schedule did not fail: {result.explain()}"
-    first, second = result.examples[-1].steps
+    steps = result.examples[-1].steps
+    assert len(steps) == 2, f"the control schedule stopped after {len(steps)} of 2 steps: {result.explain()}"
+    first, second = steps
     assert first.status is Status.PASS, f"the controller step alone must pass: {first.reason}"
     assert second.status is Status.FAIL and "routing_converged: fail" in second.reason, (
         f"step 2 must fail on routing ({STALE_PROXIES.label}): {second.reason}")

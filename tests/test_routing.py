@@ -10,16 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.routing import (
-    MARKER,
-    RoutingUnavailable,
-    read_routing,
-    reading,
-    routes_of,
-    routing_verdict,
-    stale_routes,
-    wait_routing_converged,
-)
+from harness.checkers.routing import reading, routes_of, stale_routes
+from harness.routing import routing_verdict, wait_routing_converged
 from harness.stack.cluster import (
     AppInfo,
     DriverResult,
@@ -28,6 +20,7 @@ from harness.stack.cluster import (
     ReplicaInfo,
     StackStatus,
 )
+from harness.stack.drivers import MARKER, RoutingUnavailable, read_routing
 from harness.verdict import Status
 
 
@@ -157,7 +150,7 @@ def test_read_routing_parses_the_drivers_answer():
              "deployments": ["SleepyPid"]},
             {"actor_id": "p-w1", "name": "SERVE_PROXY_ACTOR-x", "route": "/health", "error": "GetTimeoutError: slow"}]
     stub = DriverStub(DriverResult(0, "noise\n" + MARKER + json.dumps(rows) + "\n", ""))
-    got = read_routing(stub, ["/", "/health", "/"])
+    got = read_routing(stub.run_driver, ["/", "/health", "/"])
     assert "ROUTES = ['/', '/health']" in stub.snippet
     assert got == (ProxyRoute("p-w1", "SERVE_PROXY_ACTOR-x", "/", frozenset({"a1"}), frozenset({"SleepyPid"})),
                    ProxyRoute("p-w1", "SERVE_PROXY_ACTOR-x", "/health", None, frozenset(), "GetTimeoutError: slow"))
@@ -170,4 +163,4 @@ def test_read_routing_parses_the_drivers_answer():
 ])
 def test_read_routing_raises_when_the_answer_is_missing_or_damaged(result, message):
     with pytest.raises(RoutingUnavailable, match=message.replace("(", r"\(").replace(")", r"\)")):
-        read_routing(DriverStub(result), ["/"])
+        read_routing(DriverStub(result).run_driver, ["/"])
