@@ -10,7 +10,6 @@ import time
 
 from harness.faults import (
     CATALOGUE,
-    AppTargets,
     FaultError,
     FaultKind,
     TargetKind,
@@ -57,7 +56,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
         cluster = LocalCluster.attach(args.state_dir)
         before = cluster.wait_healthy(timeout_s=30)
         kind = fault_kind(args.fault)
-        fault = kind.build(cluster, _target(cluster, kind, args.target), AppTargets())
+        fault = kind.build(cluster, _target(cluster, kind, args.target), cluster.app())
     except (StackError, FaultError, WaitTimeout) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

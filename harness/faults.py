@@ -18,6 +18,7 @@ from typing import Protocol
 
 import requests
 
+from harness.stack.app import AppUnderTest
 from harness.stack.cluster import (
     Cluster,
     ControllerInfo,
@@ -25,7 +26,7 @@ from harness.stack.cluster import (
     ReplicaInfo,
     StackStatus,
 )
-from harness.stack.health import answers
+from harness.stack.health import answers, join_path, probe_url
 
 CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"
 
@@ -235,7 +236,7 @@ class KillReplica:
 
     cluster: Cluster
     target: str  # the node whose replica is killed
-    deployment: str = "SleepyPid"
+    deployment: str  # the deployment (the app's: app.deployment in the stack config)
     name: str = "KillReplica"
     findings: list[str] = field(default_factory=list)
     victim: ReplicaInfo | None = None
@@ -300,7 +301,7 @@ class KillProxy:
         if now is None or now.status != "HEALTHY" or now.pid is None or \
                 (now.actor_id, now.pid) == (self.before.actor_id, self.before.pid):
             return False
-        if not answers(now.url or "", timeout_s=2.0):
+        if not answers(probe_url(now.url or "", self.cluster.app()), timeout_s=2.0):
             return False
         how = "restarted by Ray (same actor id)" if now.actor_id == self.before.actor_id else \
             "replaced by the controller (new actor id)"
@@ -313,42 +314,59 @@ class KillProxy:
 
 @dataclass
 class FailHealthCheck:
-    """Make one replica's ``check_health`` raise (``GET <route>/fail`` on the health-check app)."""
+    """Make one replica's ``check_health`` raise: ``GET <route><toggle_path>`` on the health target (the app's own
+    toggle, or the harness's health-toggle app beside it). The replica that answered is the victim: named by the
+    answer when it says (``{"replica_id": ...}``, as the harness's toggle does), else the first replica of the
+    deployment that Serve stops listing RUNNING."""
 
     cluster: Cluster
-    target: str  # the proxy URL of the health-check app, e.g. http://10.213.7.11:8000/health
-    deployment: str = "HealthToggle"
+    target: str  # the proxy URL of the health target's route, e.g. http://10.213.7.11:8000/health
+    deployment: str
     replicas: int = 2
+    toggle_path: str = "/fail"
     name: str = "FailHealthCheck"
     findings: list[str] = field(default_factory=list)
     victim: str | None = None
+    _before: frozenset[str] = frozenset()
 
     def inject(self) -> None:
-        url = self.target.rstrip("/") + "/fail"
+        url = join_path(self.target, self.toggle_path)
+        self._before = frozenset(r.replica_id for r in self.cluster.status().running(self.deployment))
         try:
             resp = requests.get(url, timeout=5)
         except requests.RequestException as exc:
             raise FaultError(f"{url}: {type(exc).__name__}: {exc}") from None
-        if resp.status_code != 200:
-            raise FaultError(f"{url} answered HTTP {resp.status_code}")
+        if not 200 <= resp.status_code < 300:
+            raise FaultError(f"{url} answered HTTP {resp.status_code}: is it the health toggle (app.health)?")
         try:
             body = resp.json()
-            self.victim, pid = str(body["replica_id"]), body["pid"]
+            self.victim = str(body["replica_id"])
+            self.findings.append(f"replica {self.victim} (pid {body.get('pid')}) fails its health checks")
         except (ValueError, TypeError, KeyError):
-            raise FaultError(f"{url} is not the health-check app's toggle: it answered {resp.text[:200]!r}") from None
-        self.findings.append(f"replica {self.victim} (pid {pid}) fails its health checks")
+            self.findings.append(f"{url} toggled one replica of {self.deployment} (it did not say which)")
+
+    def _named_victim(self, status: StackStatus) -> str | None:
+        if self.victim is None:
+            gone = sorted(self._before - {r.replica_id for r in status.running(self.deployment)})
+            if gone:
+                self.victim = gone[0]
+                self.findings.append(f"replica {self.victim} stopped RUNNING: the toggled one")
+        return self.victim
 
     def taken_effect(self) -> bool:
         """Serve saw it: the replica is no longer RUNNING. A blind status (the head's API down) is "not yet":
         the detection time is only ever met by a real observation."""
         status = self.cluster.status()
-        return status.serve_api_reachable and not any(
-            r.replica_id == self.victim and r.state == "RUNNING" for r in status.replicas)
+        if not status.serve_api_reachable:
+            return False
+        victim = self._named_victim(status)
+        return victim is not None and not any(r.replica_id == victim and r.state == "RUNNING"
+                                              for r in status.replicas)
 
     def recovered(self) -> bool:
         status = self.cluster.status()
         running = status.running(self.deployment)
-        return status.serve_api_reachable and len(running) == self.replicas and \
+        return status.serve_api_reachable and self.victim is not None and len(running) == self.replicas and \
             all(r.replica_id != self.victim for r in status.replicas)
 
     def heal(self) -> None:
@@ -368,29 +386,23 @@ class TargetKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class AppTargets:
-    """What the app-level faults act on: the deployment whose replicas are killed, and the health-check app."""
-
-    deployment: str = "SleepyPid"
-    health_route: str = "/health"
-    health_deployment: str = "HealthToggle"
-
-
-@dataclass(frozen=True)
 class FaultKind:
     kind: str  # the fault's class name, e.g. KillWorkerPod (as histories and schedules name it)
     cli: str  # the command line's name, e.g. kill-worker-pod
     description: str
     target: TargetKind
-    build: Callable[[Cluster, str, AppTargets], Fault]
+    build: Callable[[Cluster, str, AppUnderTest], Fault]
 
 
-def _health_fault(cluster: Cluster, target: str, app: AppTargets) -> Fault:
-    url = next((e.url for e in cluster.endpoints(route=app.health_route) if e.node == target), None)
+def _health_fault(cluster: Cluster, target: str, app: AppUnderTest) -> Fault:
+    health = app.health
+    if health is None:
+        raise FaultError(f"the app has no health-check target: {app.no_health_reason}")
+    url = next((e.url for e in cluster.endpoints(route=health.route) if e.node == target), None)
     if url is None:
-        raise FaultError(f"no endpoint of {app.health_route} on {target}")
-    replicas = len(cluster.status().running(app.health_deployment))
-    return FailHealthCheck(cluster, url, app.health_deployment, replicas)
+        raise FaultError(f"no endpoint of {health.route} on {target}")
+    replicas = len(cluster.status().running(health.deployment))
+    return FailHealthCheck(cluster, url, health.deployment, replicas, health.toggle_path)
 
 
 CATALOGUE: tuple[FaultKind, ...] = (
@@ -419,5 +431,6 @@ def fault_kind(name: str) -> FaultKind:
     raise FaultError(f"no fault {name!r}; faults: {', '.join(k.cli for k in CATALOGUE)}")
 
 
-def make_fault(name: str, cluster: Cluster, target: str, app: AppTargets = AppTargets()) -> Fault:
-    return fault_kind(name).build(cluster, target, app)
+def make_fault(name: str, cluster: Cluster, target: str, app: AppUnderTest | None = None) -> Fault:
+    """A fault of the catalogue on ``target``, acting on ``app`` (default: the cluster's app under test)."""
+    return fault_kind(name).build(cluster, target, app or cluster.app())

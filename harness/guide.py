@@ -12,7 +12,8 @@ same values, spelled as the tests call them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -25,7 +26,7 @@ from harness.checkers.evidence import (
     replicas_replaced,
 )
 from harness.checkers.traffic import longest_outage
-from harness.faults import AppTargets, KillReplica, fault_kind
+from harness.faults import KillReplica, fault_kind
 from harness.records import ScenarioResult
 from harness.routing import routing_verdict
 from harness.scenario import (
@@ -36,15 +37,12 @@ from harness.scenario import (
     ScenarioRun,
     run_procedure,
 )
-from harness.stack.cluster import Cluster, StackStatus
-from harness.verdict import Status, Verdict
+from harness.stack.app import AppUnderTest
+from harness.stack.cluster import Cluster, Endpoint, StackStatus
+from harness.stack.config import RequestConfig
+from harness.traffic import PidBody, ResponseCheck
+from harness.verdict import Status, Verdict, combine
 from harness.waiting import WaitTimeout, wait_until
-
-APP_DEPLOYMENT = "SleepyPid"
-HEALTH_ROUTE = "/health"
-HEALTH_APP = "health"
-HEALTH_DEPLOYMENT = "HealthToggle"
-APP = AppTargets(APP_DEPLOYMENT, HEALTH_ROUTE, HEALTH_DEPLOYMENT)
 
 
 class Serving(StrEnum):
@@ -59,31 +57,55 @@ def _running(status: StackStatus, deployment: str) -> int:
     return len(status.running(deployment))
 
 
-# --- what must (not) change: identity checks on the snapshots ------------------------------------------------
+def _each_deployment(name: str, e: Evidence, check: Callable[[str], Verdict],
+                     holds: Callable[[str], bool] = lambda d: True) -> Verdict:
+    """``check`` on every watched deployment that ``holds`` (e.g. had a replica on the target): one verdict as
+    it is, several combined (each part named after its deployment); none at all is UNKNOWN, never a pass."""
+    deployments = [d for d in e.watched if holds(d)]
+    if not deployments:
+        watched = ", ".join(e.watched) or "none"
+        return Verdict(name, Status.UNKNOWN, f"nothing to look at: no replica of the watched deployments "
+                                             f"({watched}) where this check looks, in the snapshot before the fault")
+    if len(deployments) == 1:
+        return check(deployments[0])
+    parts = [dataclasses.replace(v, name=f"{name}[{d}]") for d in deployments for v in (check(d),)]
+    combined = combine(name, parts)
+    return dataclasses.replace(combined, reason="; ".join(f"{v.name}: {v.status}: {v.reason}" for v in parts))
+
+
+def _on(e: Evidence, nodes: Sequence[str]) -> Callable[[str], bool]:
+    return lambda d: any(r.deployment == d and r.node in nodes for r in e.before.replicas)
+
 
 def target_replicas_replaced(e: Evidence) -> Verdict:
     """The replicas that ran on the killed node are gone; new ones (new ids) run instead."""
-    return replicas_replaced(e.before, e.after, e.fault.target, APP_DEPLOYMENT)
+    return _each_deployment("replicas_replaced", e,
+                            lambda d: replicas_replaced(e.before, e.after, e.fault.target, d), _on(e, [e.fault.target]))
 
 
 def other_replicas_kept(e: Evidence) -> Verdict:
     """Replicas on the nodes the fault did not touch keep their replica id and PID."""
     others = [n.name for n in e.before.nodes if n.name != e.fault.target]
-    return replicas_kept(e.before, e.after, others, APP_DEPLOYMENT)
+    return _each_deployment("replicas_kept", e, lambda d: replicas_kept(e.before, e.after, others, d), _on(e, others))
 
 
 def worker_replicas_kept(e: Evidence) -> Verdict:
     workers = [n.name for n in e.before.nodes if n.role == "worker"]
-    return replicas_kept(e.before, e.after, workers, APP_DEPLOYMENT)
+    return _each_deployment("replicas_kept", e, lambda d: replicas_kept(e.before, e.after, workers, d),
+                            _on(e, workers))
 
 
 def all_replicas_back(e: Evidence) -> Verdict:
     """As many RUNNING replicas of the app as before."""
-    return replica_count(e.after, APP_DEPLOYMENT, _running(e.before, APP_DEPLOYMENT))
+    return _each_deployment("replicas_running", e,
+                            lambda d: replica_count(e.after, d, _running(e.before, d)))
 
 
 def all_health_replicas_back(e: Evidence) -> Verdict:
-    return replica_count(e.after, HEALTH_DEPLOYMENT, _running(e.before, HEALTH_DEPLOYMENT))
+    health = e.app.health
+    if health is None:
+        return Verdict("replicas_running", Status.UNKNOWN, f"no health-check target: {e.app.no_health_reason}")
+    return replica_count(e.after, health.deployment, _running(e.before, health.deployment))
 
 
 def new_controller(e: Evidence) -> Verdict:
@@ -124,41 +146,48 @@ def killed_proxy_outage(e: Evidence) -> Verdict:
 def spread_at_most(max_per_node: int) -> EvidenceCheck:
     def spread(e: Evidence) -> Verdict:
         """Before the fault, at most ``max_per_node`` replicas per node, on at least two nodes."""
-        return placement(e.before, APP_DEPLOYMENT, max_per_node, min_nodes=2)
+        return placement(e.before, e.app.deployment, max_per_node, min_nodes=2)
 
     return spread
 
 
 # --- follow-ups, once the stack recovered ----------------------------------------------------------------------
 
+def scaled_deployment(app: AppUnderTest) -> tuple[str, str]:
+    """What accepts_changes scales: the health-check target (so the app under test keeps its size), else the
+    app's own deployment."""
+    return (app.health.application, app.health.deployment) if app.health else (app.application, app.deployment)
+
+
 def accepts_changes(cluster: Cluster, timeout_s: float = 60) -> Verdict:
-    """Prove the controller takes changes: scale the health-check app up by one, see it run, scale it back."""
+    """Prove the controller takes changes: scale a deployment up by one, see it run, scale it back."""
     name = "accepts_changes"
-    base = _health_replicas(cluster)
+    application, deployment = scaled_deployment(cluster.app())
+
+    def replicas() -> int:
+        return _running(cluster.status(), deployment)
+
+    base = replicas()
     try:
-        cluster.scale(HEALTH_APP, HEALTH_DEPLOYMENT, base + 1)
-        wait_until(f"{base + 1} RUNNING replicas of {HEALTH_DEPLOYMENT} after scaling up",
-                   lambda: _health_replicas(cluster) == base + 1, timeout_s=timeout_s)
+        cluster.scale(application, deployment, base + 1)
+        wait_until(f"{base + 1} RUNNING replicas of {deployment} after scaling up",
+                   lambda: replicas() == base + 1, timeout_s=timeout_s)
     except Exception as exc:  # noqa: BLE001 - a refused change is this check's failure
-        failure = Verdict(name, Status.FAIL, f"scaling {HEALTH_DEPLOYMENT} {base} -> {base + 1} failed: {exc}")
+        failure = Verdict(name, Status.FAIL, f"scaling {deployment} {base} -> {base + 1} failed: {exc}")
     else:
         failure = None
     try:
-        cluster.scale(HEALTH_APP, HEALTH_DEPLOYMENT, None)  # back to the stack's own config
+        cluster.scale(application, deployment, None)  # back to the stack's own config
     except Exception as exc:  # noqa: BLE001
-        return failure or Verdict(name, Status.FAIL, f"scaling {HEALTH_DEPLOYMENT} back to {base} failed: {exc}")
+        return failure or Verdict(name, Status.FAIL, f"scaling {deployment} back to {base} failed: {exc}")
     if failure is not None:
         return failure
     try:
-        wait_until(f"{base} RUNNING replicas of {HEALTH_DEPLOYMENT} after scaling back",
-                   lambda: _health_replicas(cluster) == base, timeout_s=timeout_s)
+        wait_until(f"{base} RUNNING replicas of {deployment} after scaling back",
+                   lambda: replicas() == base, timeout_s=timeout_s)
     except WaitTimeout as exc:
         return Verdict(name, Status.FAIL, str(exc))
-    return Verdict(name, Status.PASS, f"scaled {HEALTH_DEPLOYMENT} {base} -> {base + 1} -> {base} after recovery")
-
-
-def _health_replicas(cluster: Cluster) -> int:
-    return _running(cluster.status(), HEALTH_DEPLOYMENT)
+    return Verdict(name, Status.PASS, f"scaled {deployment} {base} -> {base + 1} -> {base} after recovery")
 
 
 def changes_accepted(run: ScenarioRun) -> list[Verdict]:
@@ -178,10 +207,11 @@ def health_checking_after_recovery(run: ScenarioRun) -> list[Verdict]:
     """The recovered controller checks health again: a replica killed now (a follow-up fault, injected through
     the run: recorded, healed) is replaced."""
     name = "health_checking_after_recovery"
-    target = next((r.node for r in run.cluster.status().running(APP_DEPLOYMENT) if r.node), None)
+    deployment = run.app.deployment
+    target = next((r.node for r in run.cluster.status().running(deployment) if r.node), None)
     if target is None:
-        return [Verdict(name, Status.UNKNOWN, f"no RUNNING replica of {APP_DEPLOYMENT} to kill after recovery")]
-    fault = KillReplica(run.cluster, target, APP_DEPLOYMENT)
+        return [Verdict(name, Status.UNKNOWN, f"no RUNNING replica of {deployment} to kill after recovery")]
+    fault = KillReplica(run.cluster, target, deployment)
     try:
         run.inject(fault, follow_up=True)
     except Exception as exc:  # noqa: BLE001
@@ -201,7 +231,7 @@ class GuideScenario:
     serving: Serving
     evidence: tuple[EvidenceCheck, ...] = ()
     follow_ups: tuple[FollowUp, ...] = ()
-    route: str | None = None  # traffic to this route of every proxy (default: the app's)
+    health: bool = False  # traffic to the health-check target's route, not the app's
     summary: str = field(default="", compare=False)
 
 
@@ -230,14 +260,15 @@ GUIDE: dict[str, GuideScenario] = {s.name: s for s in (
                   summary="ray.kill one proxy; the other proxies serve with zero failures; the killed node's "
                           "outage is measured; the proxy comes back in a new process"),
     GuideScenario("health_check_failure", "FailHealthCheck", Serving.ALL, (all_health_replicas_back,),
-                  route=HEALTH_ROUTE,
+                  health=True,
                   summary="make one replica's check_health fail; the controller replaces it within the "
                           "detection budget"),
 )}
 
 
-def serving_nodes(scenario: GuideScenario, cluster: Cluster, target: str, route: str | None = None) -> tuple[str, ...]:
-    nodes = [e.node for e in cluster.endpoints(route=route)]
+def serving_nodes(scenario: GuideScenario, cluster: Cluster, target: str,
+                  endpoints: Sequence[Endpoint] | None = None) -> tuple[str, ...]:
+    nodes = list(dict.fromkeys(e.node for e in (endpoints if endpoints is not None else cluster.endpoints())))
     match scenario.serving:
         case Serving.ALL:
             return tuple(nodes)
@@ -249,21 +280,49 @@ def serving_nodes(scenario: GuideScenario, cluster: Cluster, target: str, route:
     raise ValueError(scenario.serving)
 
 
+def not_applicable(scenario: GuideScenario, app: AppUnderTest) -> str | None:
+    """Why ``scenario`` cannot run against ``app`` (the test skips it with this reason), or None."""
+    if scenario.health and app.health is None:
+        return f"{scenario.name} does not apply: {app.no_health_reason}"
+    return None
+
+
+def scenario_traffic(scenario: GuideScenario, cluster: Cluster) -> tuple[tuple[Endpoint, ...], ResponseCheck | None,
+                                                                          RequestConfig | None]:
+    """Where a scenario's traffic goes, and with which body check and request (None: the app's): every route of
+    the app on every proxy, or the health-check target's route (the harness's own toggle app answers a GET with
+    its PID, whatever the app under test answers)."""
+    app = cluster.app()
+    if scenario.health:
+        assert app.health is not None, "not_applicable() says why"
+        endpoints = cluster.endpoints(route=app.health.route)
+        return (tuple(endpoints), PidBody(), RequestConfig()) if app.health.beside else (tuple(endpoints), None, None)
+    return tuple(e for route in app.routes for e in cluster.endpoints(route=route)), None, None
+
+
 def run_guide(scenario: GuideScenario, run: ScenarioRun, cluster: Cluster, target: str | None = None, *,
               serving: Sequence[str] | None = None,
               extra_evidence: Sequence[EvidenceCheck] = ()) -> ScenarioResult:
     """One guide scenario through the procedure; ``target`` is the node (the head for KillHead, none for the
     controller); ``serving`` overrides whose endpoints must keep serving (a control may narrow it)."""
+    app = cluster.app()
+    if reason := not_applicable(scenario, app):
+        raise NotApplicable(reason)
     kind = fault_kind(scenario.fault)
     target = target or ("head" if scenario.fault == "KillHead" else "controller")
-    fault = kind.build(cluster, target, APP)
-    endpoints = cluster.endpoints(route=scenario.route)
+    fault = kind.build(cluster, target, app)
+    endpoints, check, request = scenario_traffic(scenario, cluster)
     procedure = Procedure(
-        fault, tuple(endpoints),
-        tuple(serving) if serving is not None else serving_nodes(scenario, cluster, target, scenario.route),
+        fault, endpoints,
+        tuple(serving) if serving is not None else serving_nodes(scenario, cluster, target, endpoints),
         (*scenario.evidence, *extra_evidence), scenario.follow_ups,
-        max_detection_s=run.budget.max_detection_s if scenario.fault == "FailHealthCheck" else None)
+        max_detection_s=run.budget.max_detection_s if scenario.fault == "FailHealthCheck" else None,
+        check=check, request=request)
     return run_procedure(run, procedure)
+
+
+class NotApplicable(Exception):
+    """The scenario cannot apply to the app under test; the message says why (a test skips with it)."""
 
 
 # --- as the tests call them ------------------------------------------------------------------------------------
@@ -301,6 +360,13 @@ REPLICA_SPREAD = GuideScenario("replica_spread", "KillWorkerPod", Serving.OTHERS
                                        "node keeps the app available")
 
 
-def replica_spread(run: ScenarioRun, cluster: Cluster, target: str, max_per_node: int) -> ScenarioResult:
-    return run_guide(REPLICA_SPREAD, run, cluster, target, extra_evidence=(spread_at_most(max_per_node),))
+def replica_spread(run: ScenarioRun, cluster: Cluster, target: str, max_per_node: int | None = None
+                   ) -> ScenarioResult:
+    """``max_per_node`` defaults to the app's deployment's max_replicas_per_node; without one the scenario does
+    not apply (there is no spread to check)."""
+    limit = max_per_node or cluster.app().max_replicas_per_node
+    if not limit:
+        raise NotApplicable(f"replica_spread does not apply: deployment {cluster.app().deployment!r} sets no "
+                            f"max_replicas_per_node")
+    return run_guide(REPLICA_SPREAD, run, cluster, target, extra_evidence=(spread_at_most(limit),))
 

@@ -229,6 +229,17 @@ def progress_writer(pytestconfig: pytest.Config):
     return write
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """A guide scenario that cannot apply to the app under test is skipped with the reason, never passed."""
+    from harness.guide import NotApplicable
+
+    try:
+        return (yield)
+    except NotApplicable as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.fixture
 def scenario(request: pytest.FixtureRequest, report_dir: Path, pytestconfig: pytest.Config) -> Iterator:
     """Factory: ``scenario(cluster, name)`` gives a ScenarioRun whose folder is under the session's report

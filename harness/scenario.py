@@ -40,9 +40,11 @@ from harness.records import (
     ScenarioFolder,
     ScenarioResult,
 )
+from harness.stack.app import AppUnderTest
 from harness.stack.cluster import Cluster, Endpoint, StackStatus
+from harness.stack.config import RequestConfig
 from harness.stack.health import answers
-from harness.traffic import PidBody, ResponseCheck, Traffic
+from harness.traffic import ResponseCheck, Traffic, response_check
 from harness.verdict import Status, Verdict, combine, explain
 from harness.waiting import WaitTimeout, observation_window, wait_until
 
@@ -58,7 +60,8 @@ FOLLOW_UP = "follow-up"  # the detail of a follow-up fault's INJECT event
 
 class ScenarioRun:
     def __init__(self, name: str, cluster: Cluster, out_dir: str | Path, budget: Budget, *,
-                 allowed_networks: Sequence[str] = (), check: ResponseCheck = PidBody(), expected: Status = Status.PASS,
+                 allowed_networks: Sequence[str] = (), check: ResponseCheck | None = None,
+                 expected: Status = Status.PASS,
                  progress: Callable[[str], None] | None = None, max_traffic_s: float = 900.0,
                  known_issue: KnownIssue | None = None, ray_version: str | None = None):
         self.name = name
@@ -68,7 +71,9 @@ class ScenarioRun:
         self.folder = ScenarioFolder(self.out_dir)
         self.budget = budget
         self.allowed_networks = tuple(allowed_networks)
-        self.check = check
+        self.app = cluster.app()
+        self.check = check if check is not None else response_check(self.app.check)
+        self.request = self.app.request
         self.max_traffic_s = max_traffic_s
         self.known_issue = known_issue
         self.ray_version = ray_version or current_ray_version()
@@ -133,11 +138,14 @@ class ScenarioRun:
         self.writer.snapshot(AFTER, after)
         return after
 
-    def start_traffic(self, endpoints: Sequence[Endpoint]) -> Traffic:
+    def start_traffic(self, endpoints: Sequence[Endpoint], *, check: ResponseCheck | None = None,
+                      request: RequestConfig | None = None) -> Traffic:
+        """Traffic to ``endpoints`` with the app's request and body check (or the ones given: the harness's own
+        health-toggle app answers a plain GET with a PID)."""
         self.traffic = Traffic(list(endpoints), rate_per_endpoint=self.budget.rate_per_endpoint,
                                timeout_s=self.budget.timeout_s, duration_s=self.max_traffic_s,
-                               history_path=self.history_path, check=self.check,
-                               allowed_networks=self.allowed_networks)
+                               history_path=self.history_path, check=check or self.check,
+                               request=request or self.request, allowed_networks=self.allowed_networks)
         self.add_cleanup("stop traffic", self.traffic.stop)
         self.traffic.start()
         observation_window("baseline traffic before the fault", self.budget.baseline_s)
@@ -279,6 +287,12 @@ class Evidence:
     history: History
     before: StackStatus
     after: StackStatus
+    app: AppUnderTest
+
+    @property
+    def watched(self) -> tuple[str, ...]:
+        """The deployments the identity checks look at (the app's, as the snapshot before the fault lists them)."""
+        return self.before.watched(self.app)
 
 
 EvidenceCheck = Callable[[Evidence], Verdict]
@@ -297,6 +311,8 @@ class Procedure:
     evidence: tuple[EvidenceCheck, ...] = ()
     follow_ups: tuple[FollowUp, ...] = ()
     max_detection_s: float | None = None
+    check: ResponseCheck | None = None  # the body check of this traffic (default: the app's)
+    request: RequestConfig | None = None  # the request (default: the app's)
 
 
 def run_procedure(run: ScenarioRun, procedure: Procedure) -> ScenarioResult:
@@ -306,7 +322,7 @@ def run_procedure(run: ScenarioRun, procedure: Procedure) -> ScenarioResult:
     with run.phase("arrange"):
         run.arrange()
     with run.phase("traffic"):
-        run.start_traffic(procedure.endpoints)
+        run.start_traffic(procedure.endpoints, check=procedure.check, request=procedure.request)
     with run.phase("inject"):
         run.inject(fault)
     with run.phase("confirm"):
@@ -317,6 +333,9 @@ def run_procedure(run: ScenarioRun, procedure: Procedure) -> ScenarioResult:
             recovered = run.recover(fault, procedure.serving)
     with run.phase("observe"):
         run.observe()
+        # what the fault changed, before the follow-ups change things on purpose (a scale up and down, a replica
+        # killed to see it replaced): the identity checks judge the fault, not the follow-ups
+        run.snapshot_after()
     later: list[Verdict] = []
     if recovered:
         with run.phase("after recovery"):
@@ -324,11 +343,10 @@ def run_procedure(run: ScenarioRun, procedure: Procedure) -> ScenarioResult:
                 later += _guarded(getattr(follow_up, "__name__", "follow_up"), follow_up, run)
     with run.phase("verdict"):
         run.stop_traffic()
-        run.snapshot_after()
         history = run.history()
         before, after = history.snapshot(BEFORE), history.snapshot(AFTER)
-        assert before is not None and after is not None, "the snapshots are written by arrange and snapshot_after"
-        evidence = Evidence(fault, history, before, after)
+        assert before is not None and after is not None, "the snapshots are written by arrange and observe"
+        evidence = Evidence(fault, history, before, after, run.app)
         checks = [fault_took_effect(history, procedure.max_detection_s),
                   *run.standard_checks(history, procedure.serving, fault.name),
                   *(v for check in procedure.evidence for v in _guarded(getattr(check, "__name__", "evidence"),

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 from harness.history import HistoryTail, RequestRecord, TrafficMark, TrafficPhase
 from harness.stack.cluster import Endpoint
+from harness.stack.config import CheckConfig, ConfigError, RequestConfig
+from harness.stack.health import join_path
 from harness.waiting import wait_until
 
 ALLOWED_NETWORKS_ENV = "HARNESS_TRAFFIC_ALLOWED_NETWORKS"
@@ -107,6 +109,47 @@ class ExactBody:
         if body.strip() == self.text.strip().encode():
             return BodyJudgement(True)
         return BodyJudgement(False, detail=f"expected {self.text[:40]!r}, got {body[:40]!r}")
+
+
+@dataclass(frozen=True)
+class JsonField:
+    """The body is JSON with ``field`` (a dotted path) present, equal to ``equals`` (as text) when given."""
+
+    field: str
+    equals: str | None = None
+
+    def judge(self, body: bytes) -> BodyJudgement:
+        try:
+            value: object = json.loads(body)
+        except ValueError:
+            return BodyJudgement(False, detail=f"expected JSON with {self.field!r}, got {body[:40]!r}")
+        for part in self.field.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return BodyJudgement(False, detail=f"no field {self.field!r} in {body[:60]!r}")
+            value = value[part]
+        if self.equals is not None and str(value) != self.equals:
+            return BodyJudgement(False, detail=f"{self.field} is {str(value)[:40]!r}, expected {self.equals!r}")
+        return BodyJudgement(True)
+
+
+def response_check(spec: CheckConfig) -> ResponseCheck:
+    """The body check a stack config's ``[app.traffic.check]`` names."""
+    match spec.kind:
+        case "any_2xx":
+            return AnyOk()
+        case "pid":
+            return PidBody()
+        case "exact":
+            return ExactBody(spec.text)
+        case "json_field":
+            return JsonField(spec.field, spec.equals)
+        case "class":
+            try:
+                return check_from_json({"class": spec.class_path, "fields": {}})
+            except (ImportError, AttributeError, TypeError) as exc:
+                raise ConfigError(f"key 'app.traffic.check.class_path': {spec.class_path!r} is not a response "
+                                  f"check: {type(exc).__name__}: {exc}") from None
+    raise ConfigError(f"key 'app.traffic.check.kind': {spec.kind!r}")
 
 
 def check_name(check: ResponseCheck) -> str:
@@ -194,6 +237,10 @@ class TrafficPlan:
     check: ResponseCheck
     history_path: str
     allowed_networks: tuple[str, ...] = ()
+    request: RequestConfig = RequestConfig()  # method, path (appended to each endpoint's URL), body, headers
+
+    def url(self, endpoint: Endpoint) -> str:
+        return join_path(endpoint.url, self.request.path)
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -234,6 +281,7 @@ class TrafficPlan:
                 "check": check_to_json(self.check),
                 "history_path": self.history_path,
                 "allowed_networks": list(self.allowed_networks),
+                "request": self.request.model_dump(),
             }
         )
 
@@ -249,6 +297,7 @@ class TrafficPlan:
             check=check_from_json(obj["check"]),
             history_path=obj["history_path"],
             allowed_networks=tuple(obj["allowed_networks"]),
+            request=RequestConfig(**obj.get("request", {})),
         )
 
 
@@ -310,6 +359,7 @@ class Traffic:
         duration_s: float,
         history_path: str | Path,
         check: ResponseCheck = PidBody(),
+        request: RequestConfig = RequestConfig(),
         allowed_networks: Iterable[str] | None = None,
         ready_timeout_s: float = 60.0,
     ) -> None:
@@ -323,6 +373,7 @@ class Traffic:
             check=check,
             history_path=str(Path(history_path).resolve()),
             allowed_networks=tuple(str(n) for n in networks),
+            request=request,
         )
         self.ready_timeout_s = ready_timeout_s
         self._process: subprocess.Popen[bytes] | None = None

@@ -143,11 +143,13 @@ class Recorder:
         return len(records)
 
 
-def _send(session: FastHttpSession, endpoint: Endpoint, due: float, recorder: Recorder) -> None:
+def _send(session: FastHttpSession, plan: TrafficPlan, endpoint: Endpoint, due: float, recorder: Recorder) -> None:
     now = time.monotonic()
     context = {"endpoint": endpoint, "t_mono": now, "t_wall": time.time(), "lag_s": now - due}
     recorder.sending(context)
-    session.get(endpoint.url, context=context)  # the request event records it
+    request = plan.request
+    session.request(request.method, plan.url(endpoint), data=request.body, headers=request.headers or None,
+                    context=context)  # the request event records it
 
 
 def _schedule(
@@ -166,7 +168,7 @@ def _schedule(
     while (due := first_due + i * interval) < end:
         if sending_over.wait(max(0.0, due - time.monotonic())):
             return
-        in_flight.spawn(_send, session, endpoint, due, recorder)
+        in_flight.spawn(_send, session, plan, endpoint, due, recorder)
         recorder.sent += 1
         i += 1
 

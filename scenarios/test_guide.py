@@ -62,9 +62,9 @@ def test_health_check_failure(stack, scenario):
     assert_passed(guide.health_check_failure(scenario(stack, "health_check_failure"), stack, stack.worker_names()[0]))
 
 
-def test_replica_spread(stack, scenario, stack_config):
-    run = scenario(stack, "replica_spread")
-    assert_passed(guide.replica_spread(run, stack, stack.worker_names()[-1], stack_config.app.max_replicas_per_node))
+def test_replica_spread(stack, scenario):
+    # the limit is the app's deployment's max_replicas_per_node (the stack config's, else its Serve config's)
+    assert_passed(guide.replica_spread(scenario(stack, "replica_spread"), stack, stack.worker_names()[-1]))
 
 
 def test_head_failure(stack, scenario):

@@ -20,11 +20,11 @@ import os
 
 import pytest
 
-from harness import guide
 from harness.known_issues import STALE_PROXIES
 from harness.pytest_plugin import progress_writer
 from harness.repair import restore
 from harness.schedules import (
+    FAULT_KINDS,
     REPLAY_ENV,
     ExampleOutcome,
     FaultSpec,
@@ -36,17 +36,17 @@ from harness.schedules import (
     selected_profile,
     selected_seed,
 )
+from harness.stack.app import app_under_test
 from harness.verdict import Status
 
 pytestmark = pytest.mark.stack
 
 
 def stack_schedule_config(stack_config) -> ScheduleConfig:
-    """The schedule's settings for the guide's stack: the topology its configuration names, its app's deployment
-    and the health-check app."""
-    return ScheduleConfig(topology=Topology.planned(stack_config.workers.count),
-                          deployment=stack_config.app.deployment, health_route=guide.HEALTH_ROUTE,
-                          health_deployment=guide.HEALTH_DEPLOYMENT)
+    """The schedule's settings for the stack: the topology its configuration names, and the faults that apply to
+    its app (no FailHealthCheck when the app has no health-check target)."""
+    faults = tuple(f for f in FAULT_KINDS if f != "FailHealthCheck" or app_under_test(stack_config).health)
+    return ScheduleConfig(topology=Topology.planned(stack_config.workers.count), faults=faults)
 
 
 def test_random_schedule(stack, stack_config, report_dir, pytestconfig):

@@ -32,7 +32,7 @@ from harness.testing.fake import (
     FakeConfig,
     FakeStackError,
 )
-from harness.waiting import hold_for, wait_until
+from harness.waiting import WaitTimeout, hold_for, wait_until
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -156,7 +156,7 @@ FAULTS: dict[str, Callable[[FakeCluster], Fault]] = {
     "LoseWorkerNode": lambda c: LoseWorkerNode(c, "worker2"),
     "KillHead": lambda c: KillHead(c),
     "KillController": lambda c: KillController(c),
-    "KillReplica": lambda c: KillReplica(c, "worker1"),
+    "KillReplica": lambda c: KillReplica(c, "worker1", "SleepyPid"),
     "KillProxy": lambda c: KillProxy(c, "worker1"),
     "FailHealthCheck": lambda c: FailHealthCheck(c, url_of(c, "worker1", "/health"), "HealthToggle", 2),
 }
@@ -341,10 +341,9 @@ MISSING: dict[str, Callable[[FakeCluster], Fault]] = {
     "KillHead-unknown-node": lambda c: KillHead(c, "nope"),
     "KillController-none": lambda c: (c.set_operator(False), c.kill_actor("SERVE_CONTROLLER_ACTOR"),
                                       KillController(c))[-1],
-    "KillReplica-no-replica-on-node": lambda c: KillReplica(c, "nope"),
+    "KillReplica-no-replica-on-node": lambda c: KillReplica(c, "nope", "SleepyPid"),
     "KillProxy-no-proxy-on-node": lambda c: KillProxy(c, "nope"),
-    "FailHealthCheck-port-refuses": lambda c: FailHealthCheck(c, _stopped_node_health_url(c)),
-    "FailHealthCheck-app-without-toggle": lambda c: FailHealthCheck(c, url_of(c, "worker1", "/")),
+    "FailHealthCheck-port-refuses": lambda c: FailHealthCheck(c, _stopped_node_health_url(c), "HealthToggle"),
 }
 @pytest.mark.parametrize("case", list(MISSING))
 def test_fault_error_on_a_missing_target(cluster: FakeCluster, case: str):
@@ -353,13 +352,35 @@ def test_fault_error_on_a_missing_target(cluster: FakeCluster, case: str):
         fault.inject()
 
 
+def test_a_toggle_that_toggles_nothing_never_takes_effect(cluster: FakeCluster):
+    """A toggle route that answers 2xx without naming its replica (a user's own toggle may) is accepted, and the
+    victim is whichever replica Serve stops listing RUNNING: on a route that toggles nothing, none ever does,
+    so the fault never takes effect (the scenario's fault_took_effect fails), it is never assumed."""
+    fault = FailHealthCheck(cluster, url_of(cluster, "worker1", "/"), "HealthToggle")
+    fault.inject()
+    assert fault.victim is None and "did not say which" in fault.findings[0]
+    with pytest.raises(WaitTimeout):
+        wait_until("the toggled replica to stop RUNNING", fault.taken_effect, timeout_s=1.0, interval_s=0.1)
+    assert fault.victim is None and not fault.recovered()
+
+
+def test_a_toggle_that_does_not_name_its_replica_takes_effect_on_the_one_serve_drops(cluster: FakeCluster):
+    """The victim of an anonymous toggle is the replica that stops RUNNING after it."""
+    fault = FailHealthCheck(cluster, url_of(cluster, "worker1", "/health"), "HealthToggle",
+                            toggle_path="/fail-anonymously")
+    before = {r.replica_id for r in cluster.status().running("HealthToggle")}
+    fault.inject()
+    wait_until("the toggled replica to stop RUNNING", fault.taken_effect, timeout_s=10, interval_s=0.05)
+    assert fault.victim in before and "stopped RUNNING" in fault.findings[-1]
+
+
 def test_fail_health_check_with_no_healthy_replica_left_is_a_fault_error():
     with FakeCluster(FakeConfig(health_detect_s=30.0)) as cluster:
         cluster.wait_healthy()
         url = url_of(cluster, "worker1", "/health")
-        first, second = FailHealthCheck(cluster, url), FailHealthCheck(cluster, url)
+        first, second = FailHealthCheck(cluster, url, "HealthToggle"), FailHealthCheck(cluster, url, "HealthToggle")
         first.inject()
         second.inject()
         assert first.victim != second.victim
         with pytest.raises(FaultError, match="HTTP 503"):
-            FailHealthCheck(cluster, url).inject()
+            FailHealthCheck(cluster, url, "HealthToggle").inject()

@@ -185,9 +185,20 @@ def test_malformed_config(tmp_path, state_dir):
 def test_app_import_path_that_does_not_import(tmp_path, state_dir):
     res = harness_cli("up", "--stack-config",
                       str(config_file(tmp_path, state_dir, '[app]\nimport_path = "no_such_module:app"\n')))
+    assert res.returncode == 2, res.stderr  # a configuration error, before anything starts
+    assert "key 'app.import_path': application 'app': module 'no_such_module' of import path " \
+           "'no_such_module:app' is not found" in res.stderr, res.stderr
+    assert_nothing_left(state_dir)
+
+
+def test_app_module_that_imports_but_has_no_such_attribute(tmp_path, state_dir):
+    """The module is found, but the import path's attribute is not in it: the real import at `up` says so."""
+    res = harness_cli("up", "--stack-config",
+                      str(config_file(tmp_path, state_dir, '[app]\nimport_path = "sleepy_pid:no_such_app"\n')))
     assert res.returncode == 1, res.stderr
-    assert "app import path 'no_such_module:app' does not import" in res.stderr
-    assert "No module named 'no_such_module'" in res.stderr
+    assert "key 'app.import_path': application 'app': import path 'sleepy_pid:no_such_app' does not import" \
+        in res.stderr, res.stderr
+    assert "no_such_app" in res.stderr
     assert_nothing_left(state_dir)
 
 

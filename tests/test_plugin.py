@@ -39,3 +39,22 @@ def test_each_scenario_folder_a_test_wrote_gets_its_timeline_after_the_test(tmp_
     assert res.returncode == 0, res.stdout + res.stderr
     (timeline,) = (tmp_path / "reports").glob("2*/test_inner/timeline.html")
     assert "plotly" in timeline.read_text().lower()
+
+
+def test_a_scenario_that_does_not_apply_to_the_app_is_skipped_with_its_reason(tmp_path):
+    """A guide scenario that cannot apply to the app under test (no health-check target) is SKIPPED, with the
+    reason, never passed: the health-check scenario on a stack whose app says mode = "skip"."""
+    (tmp_path / "test_inner.py").write_text(
+        "from harness import guide\n"
+        "from harness.stack.app import AppUnderTest\n"
+        "from harness.stack.config import CheckConfig, RequestConfig\n"
+        "class Stack:\n"
+        "    def app(self):\n"
+        "        return AppUnderTest('shop', 'Front', ('/',), ('shop',), (), RequestConfig(), CheckConfig(), None,\n"
+        "                            \"app.health.mode is 'skip'\")\n"
+        "def test_inner():\n"
+        "    guide.health_check_failure(None, Stack(), 'worker1')\n")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", str(tmp_path / "test_inner.py")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 skipped" in res.stdout and "health_check_failure does not apply: app.health.mode is 'skip'" in res.stdout

@@ -226,8 +226,8 @@ def test_replica_failure_fails_on_routing_when_a_proxy_is_stale(make_cluster, ma
 
 def test_restore_replaces_stale_proxies(make_cluster):
     """The shared stack's restore finds the stale proxies and replaces them: afterwards routing converges."""
-    from harness.repair import restore
     from harness.checkers.routing import stale_routes
+    from harness.repair import restore
 
     cluster = make_cluster(FakeConfig(stale_proxies_after_new_controller=True))
     before = {p.node: p.actor_id for p in cluster.status().proxies}

@@ -60,6 +60,7 @@ from harness.kube.tools import (
     SubprocessRunner,
 )
 from harness.secrets import Secret
+from harness.stack.app import AppUnderTest, app_under_test
 from harness.stack.bringup import ANSI_RE, UpReport, new_run_id
 from harness.stack.cluster import (
     DriverResult,
@@ -73,7 +74,7 @@ from harness.stack.cluster import (
 )
 from harness.stack.config import ConfigError, StackConfig
 from harness.stack.drivers import kill_actor_snippet, read_routing
-from harness.stack.health import answer_once, unhealthy_reason
+from harness.stack.health import answer_once, probe_url, unhealthy_reason
 from harness.stack.serve_api import HeadApi, ServeApiUnavailable, read_serve
 from harness.stack.serve_config import ServeConfig, build_serve_config
 from harness.waiting import WaitTimeout, wait_until
@@ -318,7 +319,7 @@ class RayServiceCluster:
 
     # --- queries ------------------------------------------------------------------------------------------------
     def _route(self) -> str:
-        return build_serve_config(self.config).route_prefix()
+        return app_under_test(self.config).route
 
     def _proxy_url(self, node: str | None) -> str | None:
         if node is None:
@@ -353,10 +354,10 @@ class RayServiceCluster:
             if problem:
                 raise RuntimeError(problem)
             for proxy in status.proxies:
-                answer_once(proxy.url or "", timeout_s=5.0)
+                answer_once(probe_url(proxy.url or "", app_under_test(cfg)), timeout_s=5.0)
             return status
 
-        return self._wait("app", f"app {cfg.app.application!r} healthy ({cfg.app.num_replicas} replicas RUNNING, "
+        return self._wait("app", f"app {app_under_test(cfg).application!r} healthy (its replicas RUNNING, "
                           "every proxy answering through its port-forward)", healthy,
                           timeout_s or self.settings.timeouts.app_healthy_s,
                           describe=lambda: self.describe_pods(f"{LABEL_RAY_POD}=true"))
@@ -374,6 +375,10 @@ class RayServiceCluster:
 
     def worker_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.refresh() if s.role == "worker" and s.desired == "running")
+
+    def app(self) -> AppUnderTest:
+        """The application under test (the stack config's [app] resolved against its Serve config)."""
+        return app_under_test(self.config)
 
     def endpoints(self, route: str | None = None) -> tuple[Endpoint, ...]:
         """One proxy URL per node that should run, through its port-forward, at ``route`` (default: the app's)."""
@@ -555,8 +560,8 @@ class RayServiceCluster:
         try:
             self.api.deploy(config)
         except ServeApiUnavailable as exc:
-            self._event("serve_config_deferred", self.config.app.application, f"left to KubeRay: {exc}")
-        self._event("serve_config_applied", self.config.app.application, "applied by hand")
+            self._event("serve_config_deferred", self.app().application, f"left to KubeRay: {exc}")
+        self._event("serve_config_applied", self.app().application, "applied by hand")
 
     def scale(self, application: str, deployment: str, num_replicas: int | None) -> None:
         """``deployment`` of ``application`` at ``num_replicas`` through ``serveConfigV2`` (None: the stack's own

@@ -27,6 +27,7 @@ from harness.local.layout import (
     plan_nodes,
 )
 from harness.secrets import Secret
+from harness.stack.app import AppUnderTest, app_under_test
 from harness.stack.bringup import ANSI_RE, Progress, UpReport, new_run_id
 from harness.stack.bringup import quiet as _quiet
 from harness.stack.cluster import (
@@ -42,7 +43,7 @@ from harness.stack.cluster import (
 from harness.stack.config import StackConfig
 from harness.stack.drivers import kill_actor_snippet, read_routing
 from harness.stack.errors import StackError
-from harness.stack.health import answer_once, unhealthy_reason
+from harness.stack.health import answer_once, probe_url, unhealthy_reason
 from harness.stack.serve_api import (
     HeadApi,
     ServeApiUnavailable,
@@ -204,7 +205,7 @@ class LocalCluster:
             except ServeApiUnavailable:
                 pass
             raise
-        self.layout.append_event("harness", "serve_config_applied", self.config.app.application, "initial deploy")
+        self.layout.append_event("harness", "serve_config_applied", self.app().application, "initial deploy")
 
     def wait_healthy(self, timeout_s: float | None = None) -> StackStatus:
         """Until the app is RUNNING with every replica RUNNING and every proxy HEALTHY and answering."""
@@ -218,10 +219,10 @@ class LocalCluster:
             if problem:
                 raise _Unhealthy(problem)
             for proxy in status.proxies:
-                answer_once(proxy.url or "", timeout_s=5.0)
+                answer_once(probe_url(proxy.url or "", app_under_test(cfg)), timeout_s=5.0)
             return status
 
-        return self._wait("app", f"app {cfg.app.application!r} healthy ({cfg.app.num_replicas} replicas RUNNING, "
+        return self._wait("app", f"app {app_under_test(cfg).application!r} healthy (its replicas RUNNING, "
                           "every proxy answering)", healthy, timeout_s or cfg.timeouts.app_healthy_s, [HEAD_NODE],
                           serve_logs=True)
 
@@ -279,8 +280,11 @@ class LocalCluster:
         return StackStatus(self.run_id, nodes, view.controller, view.proxies, view.replicas, view.apps, view.reachable)
 
     def _route(self) -> str:
-        prefix = build_serve_config(self.config).route_prefix()
-        return prefix
+        return app_under_test(self.config).route
+
+    def app(self) -> AppUnderTest:
+        """The application under test (the stack config's [app] resolved against its Serve config)."""
+        return app_under_test(self.config)
 
     def endpoints(self, route: str | None = None) -> tuple[Endpoint, ...]:
         """One proxy URL per node that should run (a node lost for good has none), at ``route`` (default: the app's)."""
@@ -420,7 +424,7 @@ class LocalCluster:
     def apply_serve_config(self) -> None:
         """Apply the stack's Serve config now (what the operator does when the app is gone)."""
         self.api.deploy(self._serve_config())
-        self.layout.append_event("harness", "serve_config_applied", self.config.app.application, "applied by hand")
+        self.layout.append_event("harness", "serve_config_applied", self.app().application, "applied by hand")
 
     def _serve_config(self) -> ServeConfig:
         """The Serve config this run applies (kept in its run folder, which the operator reads too)."""
@@ -523,17 +527,22 @@ def _has_namespace_caps() -> bool:
 
 
 def check_import_path(cfg: StackConfig) -> None:
-    module, sep, attr = cfg.app.import_path.partition(":")
-    if not sep:
-        module, _, attr = cfg.app.import_path.rpartition(".")
-    code = f"import importlib\nm = importlib.import_module({module!r})\ngetattr(m, {attr!r})\n"
+    """Every application's import path imports with the stack's python_path (a real import, in a child: the
+    error names the key and shows the import's last line)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*cfg.app.python_path, os.environ.get("PYTHONPATH", "")]),
            "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise StackError(f"app import path {cfg.app.import_path!r} does not import with python_path "
-                         f"{cfg.app.python_path}: {last}")
+    for app in build_serve_config(cfg).applications:
+        module, sep, attr = app.import_path.partition(":")
+        if not sep:
+            module, _, attr = app.import_path.rpartition(".")
+        code = f"import importlib\nm = importlib.import_module({module!r})\ngetattr(m, {attr!r})\n"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            key = "app.import_path" if cfg.app.import_path and app.name == app_under_test(cfg).application else \
+                "app.python_path"
+            raise StackError(f"key {key!r}: application {app.name!r}: import path {app.import_path!r} does not "
+                             f"import with python_path {cfg.app.python_path}: {last}")
 
 
 def check_subnet_free(cfg: StackConfig) -> None:

@@ -11,6 +11,7 @@ import time
 from rich.console import Console
 
 from harness.local.backend import LocalCluster, StackError
+from harness.stack.app import app_under_test
 from harness.stack.config import ConfigError, load_config
 
 DEFAULT_STATE_DIR = "/tmp/serve-chaos"
@@ -42,6 +43,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)
     try:
         config = load_config(args.stack_config)
+        app = app_under_test(config)  # a Serve config, app or route that does not resolve is a config error
         cluster = LocalCluster(config)
     except (ConfigError, StackError) as exc:
         err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
@@ -53,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         err.print(f"[{time.monotonic() - start:6.1f}s] {msg}", highlight=False, markup=False)
 
     err.print(f"run {cluster.run_id}: {1 + config.workers.count} Ray nodes, GCS fault tolerance "
-              f"{'on' if config.gcs_ft else 'off'}, app {config.app.import_path}", highlight=False, markup=False)
+              f"{'on' if config.gcs_ft else 'off'}, app {app.application!r} (routes {', '.join(app.routes)})", highlight=False, markup=False)
     try:
         with err.status("bringing the stack up", spinner="dots") if err.is_terminal else _null():
             report = cluster.up(progress)

@@ -25,6 +25,7 @@ from pathlib import Path
 from harness.local import system
 from harness.local.layout import NodeSpec, RunLayout, node_command
 from harness.stack.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
+from harness.stack.app import app_under_test
 from harness.stack.serve_config import ServeConfig
 
 LOOP_PERIOD_S = 0.2  # how often the supervisor compares desired and actual state
@@ -133,6 +134,7 @@ class Supervisor:
         while head is None and not self.stopping.wait(LOOP_PERIOD_S):
             head = next((p.spec for p in self.pods.values() if p.spec.role == "head"), None)
         api = HeadApi(head.address, cfg.app.dashboard_port) if head else None
+        application = app_under_test(cfg).application  # the app whose absence calls for a redeploy
         missing_since: float | None = None
         while api is not None and not self.stopping.wait(cfg.operator.period_s):
             if not (cfg.operator.enabled and self.layout.operator_armed_file.exists()):
@@ -143,25 +145,25 @@ class Supervisor:
                 missing_since = None  # cannot tell while the head is away; KubeRay waits too
                 continue
             gone = [] if snap.controller_actor_id else ["controller"]
-            if cfg.app.application not in {a.name for a in snap.apps}:
-                gone.append(f"application {cfg.app.application!r}")
+            if application not in {a.name for a in snap.apps}:
+                gone.append(f"application {application!r}")
             if not gone:
                 missing_since = None
                 continue
             now = time.monotonic()
             if missing_since is None:
                 missing_since = now
-                self.layout.append_event("operator", "serve_missing", cfg.app.application, " and ".join(gone))
+                self.layout.append_event("operator", "serve_missing", application, " and ".join(gone))
             if now - missing_since < cfg.operator.missing_grace_s:
                 continue
             try:
                 api.deploy(ServeConfig.from_dict(json.loads(self.layout.serve_config_file.read_text())))
             except (ServeApiUnavailable, ServeDeployRejected) as exc:
-                self.layout.append_event("operator", "serve_config_failed", cfg.app.application,
+                self.layout.append_event("operator", "serve_config_failed", application,
                                          self.secret.scrub(str(exc))[:500])
                 continue
             missing_since = None
-            self.layout.append_event("operator", "serve_config_applied", cfg.app.application,
+            self.layout.append_event("operator", "serve_config_applied", application,
                                      f"{' and '.join(gone)} missing for {cfg.operator.missing_grace_s:g}s")
 
 

@@ -132,9 +132,10 @@ class ScheduleRun:
     def _endpoints(self) -> list[Endpoint]:
         cluster, config = self.context.cluster, self.context.config
         endpoints = list(cluster.endpoints())
-        if "FailHealthCheck" in config.faults:  # its app is measured too
-            endpoints += [Endpoint(f"{e.node}{config.health_route}", e.url)
-                          for e in cluster.endpoints(route=config.health_route)]
+        health = cluster.app().health
+        if "FailHealthCheck" in config.faults and health is not None and not health.beside:
+            # its app is measured too (the harness's own toggle app beside a user's answers another body)
+            endpoints += [Endpoint(f"{e.node}{health.route}", e.url) for e in cluster.endpoints(route=health.route)]
         nodes = {e.node for e in cluster.endpoints()}
         self.labels = tuple(e.node for e in endpoints)
         self.node_of = {label: next((n for n in nodes if label == n or label.startswith(n + "/")), label)

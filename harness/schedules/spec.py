@@ -88,9 +88,6 @@ class ScheduleConfig:
     topology: Topology  # from the stack's configuration: what targets are drawn from
     faults: tuple[str, ...] = FAULT_KINDS  # the kinds schedules draw from
     allow_all_workers_down: bool = False  # may a step kill every worker (explores outages)
-    deployment: str = "SleepyPid"  # KillReplica's deployment
-    health_route: str = "/health"  # FailHealthCheck's app (traffic goes there too when it is drawn from)
-    health_deployment: str = "HealthToggle"
     poll_interval_s: float = 0.25  # how often the recorded traffic is read (a file: cheap)
     probe_interval_s: float = 1.0  # how often the faults' probes are asked (they read the head's API: see
     # harness/scenario.py RECOVER_INTERVAL_S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from harness.faults import AppTargets, Fault, make_fault
+from harness.faults import Fault, make_fault
 from harness.schedules.spec import NODE_KILLS, FaultSpec, ScheduleConfig, injection_key
 from harness.stack.cluster import Cluster
 
@@ -39,10 +39,11 @@ def resolve(drawn: Sequence[FaultSpec], cluster: Cluster, config: ScheduleConfig
             nodes = {e.node for e in cluster.endpoints()}
             target = _next_in_order(order, target, lambda n: n in nodes) or target
         elif spec.fault == "FailHealthCheck":
-            nodes = {e.node for e in cluster.endpoints(route=config.health_route)}
+            health = cluster.app().health
+            nodes = {e.node for e in cluster.endpoints(route=health.route)} if health else set()
             target = _next_in_order(order, target, lambda n: n in nodes) or target
         elif spec.fault == "KillReplica":
-            holding = {r.node for r in cluster.status().running(config.deployment) if r.node}
+            holding = {r.node for r in cluster.status().running(cluster.app().deployment) if r.node}
             spared = holding - killed or holding
             target = _next_in_order(order, target, lambda n: n in spared) or target
         resolved = FaultSpec(spec.fault, target)
@@ -54,7 +55,6 @@ def resolve(drawn: Sequence[FaultSpec], cluster: Cluster, config: ScheduleConfig
 
 def fault_of(spec: FaultSpec, cluster: Cluster, config: ScheduleConfig) -> Fault:
     """The fault object of a resolved spec, from the one catalogue (harness/faults.py)."""
-    return make_fault(spec.fault, cluster, spec.target,
-                      AppTargets(config.deployment, config.health_route, config.health_deployment))
+    return make_fault(spec.fault, cluster, spec.target, cluster.app())
 
 

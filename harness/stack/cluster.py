@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from harness.stack.app import AppUnderTest
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -106,6 +108,13 @@ class StackStatus:
             tuple(AppInfo(**a) for a in obj.get("apps") or ()), bool(obj.get("serve_api_reachable")),
         )
 
+    def watched(self, app: AppUnderTest) -> tuple[str, ...]:
+        """The deployments identity checks look at: the app's named ones, else every deployment of the
+        applications its traffic reaches that this status lists (sorted, so checks read in a stable order)."""
+        if app.watch:
+            return app.watch
+        return tuple(sorted({r.deployment for r in self.replicas if r.app in app.applications}))
+
     def running(self, deployment: str | None = None, node: str | None = None) -> tuple[ReplicaInfo, ...]:
         """The RUNNING replicas (of ``deployment``, on ``node``): the one definition of "running"."""
         return tuple(r for r in self.replicas if r.state == "RUNNING" and deployment in (None, r.deployment)
@@ -178,6 +187,7 @@ class Cluster(Protocol):
     def apply_serve_config(self) -> None: ...
     def scale(self, application: str, deployment: str, num_replicas: int | None) -> None: ...
     def collect_logs(self, dest: Path) -> None: ...
+    def app(self) -> AppUnderTest: ...
     def endpoints(self, route: str | None = None) -> tuple[Endpoint, ...]: ...
     def node_processes(self, node: str) -> tuple[NodeProcess, ...]: ...
     def events(self) -> tuple[StackEvent, ...]: ...

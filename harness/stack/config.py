@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "cluster" / "local.toml"
+HARNESS_APPS = REPO_ROOT / "cluster" / "apps"  # the harness's own apps (the health toggle deployed "beside")
 
 
 class ConfigError(ValueError):
@@ -64,22 +65,80 @@ class WorkersConfig(NodeGroupConfig):
     count: int = Field(ge=0, le=20)
 
 
+class RequestConfig(_Section):
+    """The request traffic sends to every route of every proxy."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str = ""  # appended to the route, e.g. "predict" -> http://<proxy>:8000/<route>/predict
+    body: str | None = None  # sent as is (set a Content-Type header for JSON)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class CheckConfig(_Section):
+    """What a 2xx response's body must be for the request to count as served."""
+
+    kind: Literal["any_2xx", "pid", "exact", "json_field", "class"] = "any_2xx"
+    text: str = ""  # kind "exact": the body, exactly (surrounding whitespace ignored)
+    field: str = ""  # kind "json_field": a dotted path into the JSON body, e.g. "prediction.label"
+    equals: str | None = None  # kind "json_field": the field's value as text (unset: any value)
+    class_path: str = ""  # kind "class": "module:Name", a frozen dataclass with judge(body) -> BodyJudgement
+
+    @model_validator(mode="after")
+    def _complete(self) -> CheckConfig:
+        needs = {"exact": "text", "json_field": "field", "class": "class_path"}.get(self.kind)
+        if needs and not getattr(self, needs):
+            raise ValueError(f"check kind {self.kind!r} needs the key '{needs}'")
+        if self.kind == "class" and ":" not in self.class_path:
+            raise ValueError(f"class_path {self.class_path!r}: expected 'module:Name'")
+        return self
+
+
+class TrafficConfig(_Section):
+    routes: list[str] = Field(default_factory=list)  # empty: every application's route_prefix
+    request: RequestConfig = RequestConfig()
+    check: CheckConfig = CheckConfig()
+
+
+class HealthConfig(_Section):
+    """The health-check scenario's target: the app's own check_health (``toggle``), the harness's health-toggle
+    app deployed beside the app (``beside``), or no such scenario (``skip``)."""
+
+    mode: Literal["toggle", "beside", "skip"] = "beside"
+    application: str = ""  # toggle: the application whose replica's check_health the toggle fails
+    deployment: str = ""  # toggle: that deployment
+    toggle_path: str = ""  # toggle: GET <the application's route><toggle_path> makes one replica's check fail
+
+    @model_validator(mode="after")
+    def _complete(self) -> HealthConfig:
+        if self.mode == "toggle":
+            missing = [k for k in ("application", "deployment", "toggle_path") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"health mode 'toggle' needs {', '.join(repr(k) for k in missing)}")
+        return self
+
+
 class AppConfig(_Section):
+    """The application under test. Only ``serve_config`` and ``python_path`` are needed: every other key
+    defaults to what the Serve config says (see harness/stack/app.py for how each default is resolved)."""
+
     serve_config: str
-    import_path: str
     python_path: list[str]
-    application: str
-    deployment: str
-    num_replicas: int = Field(ge=0)
-    max_replicas_per_node: int = Field(ge=0)
+    import_path: str = ""  # overrides the application's import path ("": as the Serve config says)
+    application: str = ""  # the application the replica faults target ("": the first one)
+    deployment: str = ""  # the deployment replica faults kill ("": the application's first listed one)
+    num_replicas: int | None = Field(default=None, ge=0)  # sets that deployment's replicas (unset: as configured)
+    max_replicas_per_node: int | None = Field(default=None, ge=0)  # sets it too; 0 = no limit
+    watch: list[str] = Field(default_factory=list)  # identity checks' deployments (empty: all of the targeted apps)
     serve_port: int = Field(ge=1, le=65535)
     dashboard_port: int = Field(ge=1, le=65535)
+    traffic: TrafficConfig = TrafficConfig()
+    health: HealthConfig = HealthConfig()
 
     @field_validator("import_path")
     @classmethod
     def _import_path(cls, value: str) -> str:
         module, sep, attr = value.partition(":")
-        if not module or (sep and not attr):
+        if value and (not module or (sep and not attr)):
             raise ValueError("expected 'module:attribute' or 'module.attribute'")
         return value
 
@@ -141,11 +200,24 @@ class StackConfig(_Section):
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "env":
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("env", "headers"):
             out[key] = _merge(base[key], value)
         else:
             out[key] = value
     return out
+
+
+APP_KEYS_KEPT = ("serve_port", "dashboard_port")  # what a file describing its own app keeps of the shipped [app]
+
+
+def _own_app(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A file that names its own ``app.serve_config`` describes its own app: of the shipped [app] only the
+    ports carry over, so the guide's app keys (its deployment, its PID check, its health toggle) never apply
+    to a user's app by accident."""
+    app = override.get("app")
+    if isinstance(app, dict) and "serve_config" in app and isinstance(base.get("app"), dict):
+        return {**base, "app": {k: v for k, v in base["app"].items() if k in APP_KEYS_KEPT}}
+    return base
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -176,9 +248,10 @@ def load_config(user_file: str | Path | None = None, overrides: dict[str, Any] |
     data = _rebase_paths(_read_toml(DEFAULT_CONFIG), DEFAULT_CONFIG.parent)
     if user_file is not None:
         path = Path(user_file).resolve()
-        data = _merge(data, _rebase_paths(_read_toml(path), path.parent))
+        user = _rebase_paths(_read_toml(path), path.parent)
+        data = _merge(_own_app(data, user), user)
     if overrides:
-        data = _merge(data, overrides)
+        data = _merge(_own_app(data, overrides), overrides)
     try:
         config = StackConfig.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -190,6 +263,9 @@ def load_config(user_file: str | Path | None = None, overrides: dict[str, Any] |
     for node in config.resources:
         if node not in nodes:
             raise ConfigError(f"stack config: key 'resources.{node}': no such node (nodes: {', '.join(sorted(nodes))})")
+    if config.app.health.mode == "beside" and str(HARNESS_APPS) not in config.app.python_path:
+        app = config.app.model_copy(update={"python_path": [*config.app.python_path, str(HARNESS_APPS)]})
+        config = config.model_copy(update={"app": app})
     clash = config.serve_ports_clash()
     if clash:
         raise ConfigError(f"stack config: {clash}")

@@ -79,8 +79,21 @@ class ServeConfig(_Open):
             raise ConfigError(f"{where}: key {key!r}: {first['msg']}") from None
 
 
+BESIDE_HEALTH_APP = "chaos_health"  # the harness's health-toggle app, deployed beside a user's app (app.health)
+BESIDE_HEALTH_ROUTE = "/chaos-health"
+
+
+def _beside_health_app() -> dict:
+    return {"name": BESIDE_HEALTH_APP, "route_prefix": BESIDE_HEALTH_ROUTE, "import_path": "health_toggle:build",
+            "args": {"honour_failures": True},
+            "deployments": [{"name": "HealthToggle", "num_replicas": 2, "max_replicas_per_node": 1,
+                             "health_check_period_s": 2, "health_check_timeout_s": 5,
+                             "ray_actor_options": {"num_cpus": 0}}]}
+
+
 def build_serve_config(cfg: StackConfig) -> ServeConfig:
-    """The Serve config file with the stack config's [app] keys applied."""
+    """The Serve config file with the stack config's [app] keys applied (and the harness's health-toggle app
+    beside the user's when ``app.health.mode`` is ``beside``)."""
     path = Path(cfg.resolve(cfg.app.serve_config))
     try:
         raw = yaml.safe_load(path.read_text())
@@ -90,22 +103,36 @@ def build_serve_config(cfg: StackConfig) -> ServeConfig:
         raise ConfigError(f"key 'app.serve_config': {path} is not valid YAML: {exc}") from None
     serve = copy.deepcopy(raw)
     apps = serve.get("applications") if isinstance(serve, dict) else None
-    if not isinstance(apps, list):
+    if not isinstance(apps, list) or not apps or not all(isinstance(a, dict) for a in apps):
         raise ConfigError(f"key 'app.serve_config': {path} has no 'applications' list")
-    app = next((a for a in apps if isinstance(a, dict) and a.get("name") == cfg.app.application), None)
+    names = ", ".join(str(a.get("name")) for a in apps)
+    wanted = cfg.app.application
+    app = next((a for a in apps if a.get("name") == wanted), None) if wanted else apps[0]
     if app is None:
-        raise ConfigError(f"key 'app.application': no application {cfg.app.application!r} in {path}")
-    app["import_path"] = cfg.app.import_path
+        raise ConfigError(f"key 'app.application': no application {wanted!r} in {path} (applications: {names})")
+    if cfg.app.import_path:
+        app["import_path"] = cfg.app.import_path
     deployments = app.setdefault("deployments", [])
-    dep = next((d for d in deployments if d.get("name") == cfg.app.deployment), None)
-    if dep is None:
-        dep = {"name": cfg.app.deployment}
+    if not isinstance(deployments, list) or not all(isinstance(d, dict) for d in deployments):
+        raise ConfigError(f"key 'app.serve_config': {path}: application {app.get('name')!r}: 'deployments' "
+                          f"must be a list of mappings")
+    name = cfg.app.deployment or (deployments[0].get("name") if deployments else None)
+    touches = cfg.app.num_replicas is not None or cfg.app.max_replicas_per_node is not None
+    if touches and not name:
+        raise ConfigError(f"key 'app.deployment': application {app.get('name')!r} lists no deployment in {path}: "
+                          f"name the one num_replicas and max_replicas_per_node set")
+    dep = next((d for d in deployments if d.get("name") == name), None)
+    if dep is None and touches:
+        dep = {"name": name}
         deployments.append(dep)
-    dep["num_replicas"] = cfg.app.num_replicas
-    if cfg.app.max_replicas_per_node:
+    if dep is not None and cfg.app.num_replicas is not None:
+        dep["num_replicas"] = cfg.app.num_replicas
+    if dep is not None and cfg.app.max_replicas_per_node:
         dep["max_replicas_per_node"] = cfg.app.max_replicas_per_node
-    else:
+    elif dep is not None and cfg.app.max_replicas_per_node == 0:
         dep.pop("max_replicas_per_node", None)
+    if cfg.app.health.mode == "beside" and not any(a.get("name") == BESIDE_HEALTH_APP for a in apps):
+        apps.append(_beside_health_app())
     serve.setdefault("http_options", {})["port"] = cfg.app.serve_port
     serve["http_options"].setdefault("host", "0.0.0.0")
     return ServeConfig.from_dict(serve, f"key 'app.serve_config': {path}")

@@ -23,7 +23,8 @@ it first, so the scenario machinery's waits work unchanged. Keep the delays smal
 Every node has a real HTTP server on 127.0.0.1 (its "proxy port"): while the node is up and its proxy
 runs, it answers ``GET <route>`` with the PID of a RUNNING replica of the route's app (one on that node
 if there is one, else any, as a proxy routes), 503 when there is none; while the node or its proxy is
-down it refuses connections. ``GET <route>/fail`` on an app with a health toggle makes one replica's
+down it refuses connections. ``GET <route>/fail`` (or ``<route>/fail-anonymously``, which answers without naming the replica, as a
+user's own toggle may) on an app with a health toggle makes one replica's
 ``check_health`` fail, like the guide's health-check app. So real Traffic runs against it and histories
 are real. Only loopback is used: ``allowed_networks()`` is empty.
 """
@@ -44,6 +45,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from harness.stack.app import AppUnderTest, HealthTarget
 from harness.stack.cluster import (
     AppInfo,
     ControllerInfo,
@@ -58,6 +60,7 @@ from harness.stack.cluster import (
     StackEvent,
     StackStatus,
 )
+from harness.stack.config import CheckConfig, RequestConfig
 from harness.waiting import wait_until
 
 T = TypeVar("T")
@@ -437,6 +440,16 @@ class FakeCluster:
         with self._lock:
             return tuple(n.name for n in self._nodes.values() if n.role == "worker" and n.desired == "running")
 
+    def app(self) -> AppUnderTest:
+        """The app under test: the first app's deployment (PID bodies, a GET), the health-toggle app if any."""
+        main = self.config.apps[0]
+        toggle = next((a for a in self.config.apps if a.health_toggle), None)
+        health = HealthTarget(toggle.name, toggle.route_prefix, toggle.deployment, "/fail", False) if toggle else None
+        return AppUnderTest(main.name, main.deployment, (main.route_prefix,), (main.name,), (main.deployment,),
+                            RequestConfig(), CheckConfig(kind="pid"), health,
+                            "" if health else "the fake has no health-toggle app", main.num_replicas,
+                            main.max_replicas_per_node)
+
     def endpoints(self, route: str | None = None) -> tuple[Endpoint, ...]:
         """One URL per node that should run (a node lost for good has none), at ``route`` (default: "/")."""
         path = route if route is not None else self._default_route()
@@ -778,13 +791,16 @@ class FakeCluster:
                        and r.listed_until is None and self._actors[r.actor_id].state == "ALIVE"
                        and self._nodes[r.node].up and not self._nodes[r.node].frozen
                        and (known is None or r.replica_id in known)]
-            if app.health_toggle and path.rstrip("/").endswith("/fail"):
+            anonymous = path.rstrip("/").endswith("/fail-anonymously")  # a user's toggle: it names no replica
+            if app.health_toggle and (anonymous or path.rstrip("/").endswith("/fail")):
                 healthy = [r for r in serving if r.failing_since is None]
                 victim = self._pick(node, healthy)
                 if victim is None:
                     return _http(503, b"no healthy replica to fail")
                 victim.failing_since = now
                 self._event("harness", "health_check_failing", victim.replica_id, f"on {victim.node}")
+                if anonymous:
+                    return _http(200, b"ok")
                 body = json.dumps({"replica_id": victim.replica_id, "pid": self._actors[victim.actor_id].pid})
                 return _http(200, body.encode(), "application/json")
             replica = self._pick(node, serving)

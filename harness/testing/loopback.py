@@ -1,6 +1,6 @@
 """A controllable HTTP server on loopback: the ground truth Traffic and the checkers are measured against.
 
-It answers every GET with its PID as the body (like the guide's ``SleepyPid``), keeps connections alive
+It answers every request (any method; a body is read by its Content-Length) with its PID as the body (like the guide's ``SleepyPid``), keeps connections alive
 as a Serve proxy does, and can be told to misbehave in ways whose truth it records itself:
 
 - ``outage(seconds)``: close the listening socket and every connection, hold the outage window, then
@@ -52,8 +52,15 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:  # GET only: a request is its head
-            self.buffer = self.buffer[end + 4 :]
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:  # a request is its head and Content-Length bytes
+            head = self.buffer[:end].decode("latin-1")
+            length = next((int(line.split(":", 1)[1]) for line in head.split("\r\n")[1:]
+                           if line.lower().startswith("content-length:")), 0)
+            if len(self.buffer) < end + 4 + length:
+                return  # the body is still on its way
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            self.server.last_request = (head, body)
             assert self.transport is not None
             self.server._answer(self.transport)
 
@@ -65,6 +72,7 @@ class LoopbackServer:
         self.fail_every = fail_every
         self.body = body if body is not None else str(os.getpid()).encode()
         self.requests = 0  # requests answered or being answered
+        self.last_request: tuple[str, bytes] | None = None  # the last request's head (request line, headers), body
         self.failed_503 = 0
         self.stalled = 0
         self._stall_until = 0.0
