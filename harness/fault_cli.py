@@ -8,6 +8,7 @@ import argparse
 import sys
 import time
 
+from harness.exit_codes import ExitCode
 from harness.faults import (
     CATALOGUE,
     FaultError,
@@ -59,11 +60,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
         fault = kind.build(cluster, _target(cluster, kind, args.target), cluster.app())
     except (StackError, FaultError, WaitTimeout) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.UNKNOWN if isinstance(exc, FaultError) else ExitCode.STACK
     t0 = time.monotonic()
 
     def say(msg: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
+        print(f"[inject {kind.cli}] {time.monotonic() - t0:6.1f}s {msg}", flush=True)  # as scenarios print
 
     say(f"{fault.name} on {fault.target}: injecting ({kind.description})")
     try:
@@ -75,7 +76,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
         say("recovered" + (f": {'; '.join(fault.findings)}" if fault.findings else ""))
     except (FaultError, WaitTimeout) as exc:
         say(f"error: {exc}")
-        return 1
+        return ExitCode.FAIL
     finally:
         fault.heal()
     print("identity evidence (before -> after):")

@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 
 from harness.history import History
@@ -30,7 +31,7 @@ from harness.known_issues import (
 from harness.measures import RETRY_3X_EXPONENTIAL
 from harness.verdict import Status, Verdict
 
-DEFAULT_BUDGETS = Path(__file__).resolve().parents[1] / "scenarios" / "budgets.toml"
+DEFAULT_BUDGETS = Path(str(resources.files("harness") / "data" / "budgets.toml"))  # shipped (scenarios/ links it)
 
 # The files of a scenario's folder (reports/<run>/<test>/).
 HISTORY = "history.jsonl"  # every request and event, as they happened
@@ -75,18 +76,23 @@ class Budget:
     max_detection_s: float | None = None  # health-check scenario: toggle -> replica seen unhealthy
 
 
+class BudgetError(ValueError):
+    """A budgets file without the scenario's table, or with a key a budget does not have."""
+
+
 def load_budget(name: str, path: str | Path | None = None) -> Budget:
     """The budget of scenario ``name``: [defaults] overlaid with [name]."""
     path = Path(path) if path else DEFAULT_BUDGETS
     with path.open("rb") as fh:
         data = tomllib.load(fh)
     if name not in data:
-        raise KeyError(f"no budget [{name}] in {path}")
+        known = ", ".join(sorted(k for k in data if k != "defaults")) or "none"
+        raise BudgetError(f"no budget for scenario {name!r} in {path}: add a [{name}] table (its scenarios: {known})")
     merged = {**data.get("defaults", {}), **data[name]}
     try:
         return Budget(**merged)
     except TypeError as exc:
-        raise ValueError(f"budget [{name}] in {path}: {exc}") from None
+        raise BudgetError(f"budget [{name}] in {path}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,6 @@ class ScenarioRun:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         start = time.monotonic()
-        self.progress(f"[{self.name}] {start - self._t0:6.1f}s {name} ...{self._counts()}")
         self.writer.event(EventKind.PHASE, name, self.name)
         step = _allure_step(f"{name}")
         outcome = "failed"
@@ -105,13 +104,19 @@ class ScenarioRun:
             seconds = time.monotonic() - start
             self.phases.append(PhaseTiming(name, start, seconds, outcome))
             self.progress(f"[{self.name}] {time.monotonic() - self._t0:6.1f}s {name} {outcome} in {seconds:.1f}s"
-                          f"{self._counts()}")
+                          f"{self._counts()}")  # one line per phase, when it ends
 
     def _counts(self) -> str:
         if self.traffic is None:
             return ""
-        c = self.traffic.counts()
-        return f" (requests ok {c.ok}, failed {c.failed})"
+        faulted = sorted({f.target for f in self.faults} & {e.node for e in self.traffic.plan.endpoints})
+        serving = sorted({e.node for e in self.traffic.plan.endpoints} - set(faulted))
+        c = self.traffic.counts(serving)
+        parts = [f"serving ok {c.ok} fail {c.failed}"]
+        for node in faulted:
+            f = self.traffic.counts([node])
+            parts.append(f"{node} (faulted) ok {f.ok} fail {f.failed}")
+        return " · " + " · ".join(parts)
 
     def add_cleanup(self, what: str, fn: Callable[[], object]) -> None:
         self._cleanups.append((what, fn))

@@ -381,6 +381,7 @@ class Traffic:
         self._tail: HistoryTail | None = None
         self._ok = 0
         self._failed = 0
+        self._by_node: dict[str, TrafficCounts] = {}
         self._phases: list[TrafficPhase] = []
         self.started_mono: float | None = None
         self.nice: int | None = None  # the child's niceness once started
@@ -486,13 +487,17 @@ class Traffic:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def counts(self) -> TrafficCounts:
-        """Requests recorded in the history since this traffic started (read from the file).
+    def counts(self, nodes: Iterable[str] | None = None) -> TrafficCounts:
+        """Requests recorded in the history since this traffic started (read from the file), of every endpoint
+        or of the endpoints of ``nodes``.
 
         Exact when one traffic writes to a history file, which is how scenarios use it.
         """
         self._read_new()
-        return TrafficCounts(self._ok, self._failed)
+        if nodes is None:
+            return TrafficCounts(self._ok, self._failed)
+        chosen = [self._by_node.get(n, TrafficCounts(0, 0)) for n in nodes]
+        return TrafficCounts(sum(c.ok for c in chosen), sum(c.failed for c in chosen))
 
     def __enter__(self) -> Traffic:
         return self.start()
@@ -520,10 +525,13 @@ class Traffic:
             return
         for record in self._tail.read_new():
             if isinstance(record, RequestRecord):
+                was = self._by_node.get(record.node, TrafficCounts(0, 0))
                 if record.ok:
                     self._ok += 1
+                    self._by_node[record.node] = TrafficCounts(was.ok + 1, was.failed)
                 else:
                     self._failed += 1
+                    self._by_node[record.node] = TrafficCounts(was.ok, was.failed + 1)
             elif isinstance(record, TrafficMark) and record.traffic_id == self.plan.traffic_id:
                 self._phases.append(record.phase)
                 if record.phase is TrafficPhase.STARTED:

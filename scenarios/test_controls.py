@@ -31,7 +31,7 @@ from harness.faults import KillController
 from harness.history import EventKind
 from harness.local import system
 from harness.local.backend import LocalCluster
-from harness.pytest_plugin import progress_writer, remember_secret
+from harness.pytest_plugin import local_stack, progress_writer
 from harness.records import ScenarioResult
 from harness.repair import restore
 from harness.stack.cluster import Cluster, StackStatus
@@ -92,14 +92,7 @@ def assert_failed(result: ScenarioResult | Verdict, *expected: Fails) -> None:
 
 
 def control_stack(name: str, pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(load_config(CONTROLS / name))
-    remember_secret(pytestconfig, cluster.secret)
-    say = progress_writer(pytestconfig)
-    try:
-        cluster.up(progress=lambda msg: say(f"[{name} {cluster.run_id}] {msg}"))
-        yield cluster
-    finally:
-        cluster.down()
+    yield from local_stack(load_config(CONTROLS / name), pytestconfig, name)
 
 
 def _local(cluster: Cluster) -> LocalCluster:

@@ -16,26 +16,20 @@ import pytest
 
 from harness import guide
 from harness.local.backend import LocalCluster
-from harness.pytest_plugin import progress_writer, remember_secret
+from harness.pytest_plugin import local_stack
 from harness.records import ScenarioResult
 from harness.stack.config import REPO_ROOT, load_config
 from harness.verdict import Status, explain
 
 pytestmark = pytest.mark.stack
 EXAMPLE = REPO_ROOT / "cluster" / "examples" / "recommender"
+serve_chaos_budgets = "../cluster/examples/recommender/budgets.toml"  # this module's budgets (the plugin reads it)
 
 
 @pytest.fixture(scope="module")
 def example(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
     """The example's stack, up for this module's scenarios and torn down after them (even after a failure)."""
-    cluster = LocalCluster(load_config(EXAMPLE / "stack.toml"))
-    remember_secret(pytestconfig, cluster.secret)
-    say = progress_writer(pytestconfig)
-    try:
-        cluster.up(progress=lambda msg: say(f"[example {cluster.run_id}] {msg}"))
-        yield cluster
-    finally:
-        cluster.down()
+    yield from local_stack(load_config(EXAMPLE / "stack.toml"), pytestconfig, "example")
 
 
 def assert_passed_on_figures(result: ScenarioResult) -> None:

@@ -15,10 +15,25 @@ from harness.history import History
 from harness.scenario import Evidence
 from harness.stack.app import app_under_test
 from harness.stack.cluster import Endpoint, NodeInfo, ReplicaInfo, StackStatus
-from harness.stack.config import HARNESS_APPS, REPO_ROOT, CheckConfig, ConfigError, RequestConfig, load_config
+from harness.stack.config import (
+    HARNESS_APPS,
+    REPO_ROOT,
+    CheckConfig,
+    ConfigError,
+    RequestConfig,
+    load_config,
+)
 from harness.stack.serve_config import BESIDE_HEALTH_APP, build_serve_config
 from harness.testing.loopback import LoopbackServer
-from harness.traffic import AnyOk, ExactBody, JsonField, PidBody, Traffic, TrafficPlan, response_check
+from harness.traffic import (
+    AnyOk,
+    ExactBody,
+    JsonField,
+    PidBody,
+    Traffic,
+    TrafficPlan,
+    response_check,
+)
 from harness.verdict import Status
 from harness.waiting import wait_until
 

@@ -20,7 +20,7 @@ from harness.checkers.faults import fault_took_effect, traffic_coverage
 from harness.checkers.traffic import checker
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter, TrafficPhase
-from harness.records import Budget, ScenarioResult, load_budget
+from harness.records import Budget, BudgetError, ScenarioResult, load_budget
 from harness.scenario import Procedure, ScenarioRun, run_procedure
 from harness.testing.fake import (
     CONTROLLER_ACTOR_NAME,
@@ -477,11 +477,12 @@ def test_load_budget_overlays_the_scenario_on_the_defaults(budgets: Path, tmp_pa
     budget = load_budget("never_recovers", budgets)
     assert budget == Budget(min_availability=1.0, max_outage_s=0.0, max_recovery_s=1.0, rate_per_endpoint=20.0,
                             timeout_s=1.0, baseline_s=0.5, observe_s=0.5, confirm_s=2.0, max_detection_s=2.0)
-    with pytest.raises(KeyError, match="no budget \\[nope\\]"):
+    with pytest.raises(BudgetError) as err:
         load_budget("nope", budgets)
+    assert f"no budget for scenario 'nope' in {budgets}: add a [nope] table" in str(err.value)
     bad = tmp_path / "bad.toml"
     bad.write_text("[x]\nmin_availability = 1\nmax_outage_s = 0\nmax_recovery_s = 1\nmax_outages = 3\n")
-    with pytest.raises(ValueError, match="budget \\[x\\]"):
+    with pytest.raises(BudgetError, match="budget \\[x\\]"):
         load_budget("x", bad)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.exit_codes import ExitCode
 from harness.kube import BACKENDS
 from harness.kube.safety import require_allowed
 from harness.kube.settings import load_settings
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             removed = sweep_namespaces(runner, Kubectl(context, "default", args.kubeconfig), settings)
     except (ConfigError, KubeStackError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.UNKNOWN if isinstance(exc, ConfigError) else ExitCode.STACK
     print(f"removed {', '.join(removed) if removed else 'nothing'}")
     return 0
 

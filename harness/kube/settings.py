@@ -15,9 +15,9 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.stack.config import REPO_ROOT, ConfigError
+from harness.stack.config import DATA, ConfigError
 
-DEFAULT_SETTINGS = REPO_ROOT / "cluster" / "kube" / "kube.toml"
+DEFAULT_SETTINGS = DATA / "kube" / "kube.toml"
 ALLOWED_CONTEXTS_ENV = "SERVE_CHAOS_ALLOWED_CONTEXTS"
 
 

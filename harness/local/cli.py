@@ -10,6 +10,7 @@ import time
 
 from rich.console import Console
 
+from harness.exit_codes import ExitCode
 from harness.local.backend import LocalCluster, StackError
 from harness.stack.app import app_under_test
 from harness.stack.config import ConfigError, load_config
@@ -47,7 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster = LocalCluster(config)
     except (ConfigError, StackError) as exc:
         err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
-        return 2
+        return ExitCode.UNKNOWN if isinstance(exc, ConfigError) else ExitCode.STACK
     _sigterm_as_interrupt()
     start = time.monotonic()
 
@@ -61,7 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             report = cluster.up(progress)
     except (ConfigError, StackError) as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
-        return 1
+        return ExitCode.UNKNOWN if isinstance(exc, ConfigError) else ExitCode.STACK
     status = cluster.status()
     out = Console(soft_wrap=True)
     out.print(f"stack {cluster.run_id} is up in {report.total_s:.1f}s "
@@ -88,7 +89,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         cluster = LocalCluster.attach(args.state_dir)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.STACK
     status = cluster.status()
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
@@ -113,7 +114,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         config = load_config(args.stack_config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.UNKNOWN
     start = time.monotonic()
     try:
         cluster = LocalCluster.attach(config.network.state_dir)
@@ -123,6 +124,6 @@ def cmd_down(args: argparse.Namespace) -> int:
         removed = cluster.down()
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.STACK
     print(f"removed {', '.join(removed) if removed else 'nothing (no stack was up)'} in {time.monotonic() - start:.1f}s")
     return 0

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from harness.local import system
 from harness.local.layout import NodeSpec, RunLayout, node_command
-from harness.stack.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
 from harness.stack.app import app_under_test
+from harness.stack.serve_api import HeadApi, ServeApiUnavailable, ServeDeployRejected
 from harness.stack.serve_config import ServeConfig
 
 LOOP_PERIOD_S = 0.2  # how often the supervisor compares desired and actual state

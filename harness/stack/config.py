@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "cluster" / "local.toml"
-HARNESS_APPS = REPO_ROOT / "cluster" / "apps"  # the harness's own apps (the health toggle deployed "beside")
+REPO_ROOT = Path(__file__).resolve().parents[2]  # a checkout's root (its cluster/ is harness/data/)
+DATA = Path(str(resources.files("harness") / "data"))  # the shipped defaults: package data, in a checkout or a wheel
+DEFAULT_CONFIG = DATA / "local.toml"
+HARNESS_APPS = DATA / "apps"  # the harness's own apps (the guide's app; the health toggle deployed "beside")
 
 
 class ConfigError(ValueError):
