@@ -1,0 +1,199 @@
+"""The kind backend: a kind cluster per run (a control plane and three workers, so that a node can be
+lost), the KubeRay operator installed with Helm at a pinned version, then the RayService stack; ``down``
+deletes the whole kind cluster. Its context (``kind-serve-chaos-<run id>``) lives in the run's own
+kubeconfig file, so the user's kubeconfig is never touched.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from harness.kube.backend import Progress, RayServiceCluster
+from harness.kube.manifests import KIND_CLUSTER_PREFIX, kind_config
+from harness.kube.runs import RunRecord, is_leftover
+from harness.kube.settings import KubeSettings, load_settings
+from harness.kube.slots import HEAD
+from harness.kube.tools import (
+    Kind,
+    KubeStackError,
+    Runner,
+    SubprocessRunner,
+    ToolMissing,
+    docker_image_present,
+    docker_kill,
+    docker_pull,
+    helm_install_operator,
+    require_docker_engine,
+    require_tools,
+)
+from harness.secrets import Secret
+from harness.stack.bringup import UpReport, new_run_id
+from harness.stack.config import StackConfig
+
+OPERATOR_DEPLOYMENT = "kuberay-operator"
+KIND_RUN_RE = re.compile(rf"{re.escape(KIND_CLUSTER_PREFIX)}(sc[0-9a-f]{{6}})")
+
+
+class KindCluster(RayServiceCluster):
+    backend = "kind"
+
+    def __init__(self, config: StackConfig, settings: KubeSettings | None = None, run_id: str | None = None,
+                 secret: Secret | None = None, runner: Runner | None = None):
+        settings = settings or load_settings()
+        run_id = run_id or new_run_id()
+        self.kind = kind_for(settings, run_id)
+        super().__init__(config, settings, context=self.kind.context, kubeconfig=self.kind.kubeconfig, run_id=run_id,
+                         secret=secret, runner=runner, on_kind=True)
+
+    # --- up -------------------------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        require_tools(("docker", "kind", "kubectl", "helm"))
+        require_docker_engine(self.runner)
+        super().preflight()
+
+    def _provision(self, report: UpReport, progress: Progress) -> None:
+        swept = self.sweep()
+        if swept:
+            progress(f"swept kind clusters that crashed runs left behind: {', '.join(swept)}")
+        report.run(progress, "kind cluster", self._create_cluster)
+        if self.settings.kind.preload_images:
+            report.run(progress, "images", self._preload_images)
+        report.run(progress, "kuberay operator", self._install_operator)
+
+    def _create_cluster(self) -> None:
+        config_path = self.run_dir / "kind-config.yaml"
+        config_path.write_text(yaml.safe_dump(kind_config(self.settings, self.run_id), sort_keys=False))
+        wait_s = self.settings.timeouts.cluster_create_s
+        self._run(self.kind.create(str(config_path), self.settings.kind.node_image, wait_s=int(wait_s)),
+                  f"creating kind cluster {self.kind.name}", timeout_s=wait_s + 120)
+        result = self._run(self.kubectl.api_ready(), "asking the new cluster's API server", check=False)
+        if not result.ok:
+            raise KubeStackError(f"the API server of {self.kind.context} does not answer after `kind create cluster`:"
+                                 f"\n{result.tail(5)}")
+
+    def _preload_images(self) -> None:
+        """Pull each image once on the host and load it into the nodes that run it: Ray's into the worker
+        nodes only (it is large), Redis's where Redis runs. Nodes then never pull from a registry."""
+        nodes = self._run(self.kind.node_containers(), "listing the kind nodes").stdout.split()
+        workers = [n for n in nodes if not n.endswith("-control-plane")]
+        redis_nodes = [n for n in nodes if n.endswith("-control-plane")] if self.settings.kind.redis_on_control_plane \
+            else []
+        images = [(self.settings.kube.ray_image, workers)]
+        if self.config.redis.enabled:
+            images.append((self.settings.kube.redis_image, redis_nodes))
+        timeout = self.settings.timeouts.images_s
+        for image, targets in images:
+            if not self._run(docker_image_present(image), f"looking for {image} on the host", check=False).ok:
+                self._run(docker_pull(image), f"pulling {image} on the host (or set [kind] preload_images = false)",
+                          timeout_s=timeout)
+            self._run(self.kind.load_image(image, targets), f"loading {image} into {', '.join(targets) or 'every node'}",
+                      timeout_s=timeout)
+
+    def _install_operator(self) -> None:
+        kind = self.settings.kind
+        self._run(helm_install_operator(chart=kind.kuberay_chart, repo=kind.kuberay_chart_repo,
+                                        version=kind.kuberay_version, namespace=self.settings.kube.operator_namespace,
+                                        context=self.kubectl.context, kubeconfig=self.kubectl.kubeconfig),
+                  f"installing the KubeRay operator {kind.kuberay_version} with Helm",
+                  timeout_s=self.settings.timeouts.operator_ready_s)
+        self._wait_operator()
+
+    def _wait_operator(self) -> None:
+        operator = self.kubectl.in_namespace(self.settings.kube.operator_namespace)
+
+        def available() -> bool:
+            dep = self._json(operator.get_json("deployment", OPERATOR_DEPLOYMENT), "reading the operator's Deployment")
+            return int(dep.get("status", {}).get("availableReplicas") or 0) >= 1
+
+        def describe() -> str:
+            pods = self._run(operator("get", "pods", "--output", "wide"), "listing the operator's pods", check=False)
+            return f"--- operator pods\n{pods.stdout.strip() or pods.tail(3)}\n{self.operator_log_tail()}"
+
+        self._wait("kuberay operator", f"the KubeRay operator ({OPERATOR_DEPLOYMENT} in "
+                   f"{self.settings.kube.operator_namespace}) to be Available", available,
+                   self.settings.timeouts.operator_ready_s, describe=describe)
+
+    # --- down -----------------------------------------------------------------------------------------------
+    def _remove(self) -> None:
+        remove_kind_run(self.runner, self.settings, self.run_id)
+
+    def sweep(self) -> list[str]:
+        return sweep_kind(self.runner, self.settings, keep=(self.run_id,))
+
+    # --- what only kind can do ------------------------------------------------------------------------------
+    def set_operator(self, enabled: bool) -> None:
+        """Scale this cluster's own KubeRay operator to 1 or 0 (a control scenario shows what it repairs: with
+        it off, nothing recreates a deleted pod or resubmits the Serve config)."""
+        self._allow("scale the KubeRay operator")
+        operator = self.kubectl.in_namespace(self.settings.kube.operator_namespace)
+        self._run(operator.scale_deployment(OPERATOR_DEPLOYMENT, 1 if enabled else 0), "scaling the KubeRay operator")
+        if enabled:
+            self._wait_operator()
+        self._event("operator_armed" if enabled else "operator_disarmed", "operator")
+
+    def lose_node(self, node: str) -> str:
+        """The guide's worker node failure: delete the Kubernetes node that runs ``node``'s pod and kill its kind
+        container. KubeRay then creates the pod again on another node. Returns the Kubernetes node's name."""
+        self._allow(f"lose the Kubernetes node of {node}")
+        slot = self._slot(node)
+        view = self._pod(slot)
+        if view is None or not view.node:
+            raise KubeStackError(f"node {node} has no scheduled pod: no Kubernetes node to lose")
+        if node == HEAD or view.node.endswith("-control-plane"):
+            raise KubeStackError(f"refusing to lose {view.node}: it holds the head or the control plane")
+        self._run(self.kubectl("delete", "node", view.node, "--wait=false", namespaced=False),
+                  f"deleting Kubernetes node {view.node}")
+        self._run(docker_kill(view.node), f"killing kind node container {view.node}")
+        self._event("kube_node_lost", node, f"node {view.node} deleted, its container killed")
+        return view.node
+
+
+def kind_for(settings: KubeSettings, run_id: str) -> Kind:
+    return Kind(f"{KIND_CLUSTER_PREFIX}{run_id}", str(Path(settings.kube.state_dir) / run_id / "kubeconfig"))
+
+
+def _record(settings: KubeSettings, run_id: str) -> RunRecord:
+    run_dir = Path(settings.kube.state_dir) / run_id
+
+    def read(name: str) -> str:
+        try:
+            return (run_dir / name).read_text().strip()
+        except OSError:
+            return ""
+
+    return RunRecord(run_id, read("owner"), read("state"))
+
+
+def remove_kind_run(runner: Runner, settings: KubeSettings, run_id: str) -> None:
+    """Delete the run's kind cluster (a no-op when it does not exist) and its run folder."""
+    kind = kind_for(settings, run_id)
+    Path(kind.kubeconfig).parent.mkdir(parents=True, exist_ok=True)
+    result = runner.run(kind.delete(), timeout_s=settings.timeouts.cluster_create_s)
+    if not result.ok:
+        raise KubeStackError(f"kind delete cluster --name {kind.name} failed:\n{result.tail(5)}")
+    shutil.rmtree(Path(kind.kubeconfig).parent, ignore_errors=True)
+
+
+def sweep_kind(runner: Runner | None = None, settings: KubeSettings | None = None,
+               keep: tuple[str, ...] = ()) -> list[str]:
+    """Delete the kind clusters of crashed runs (named ``serve-chaos-<run id>``) on this machine; keep live ones."""
+    runner = runner or SubprocessRunner()
+    settings = settings or load_settings()
+    try:
+        listed = runner.run(Kind.list_clusters(), timeout_s=60)
+    except ToolMissing:
+        return []
+    if not listed.ok:
+        return []
+    removed = []
+    for line in listed.stdout.splitlines():
+        match = KIND_RUN_RE.fullmatch(line.strip())
+        if match is None or match.group(1) in keep or not is_leftover(_record(settings, match.group(1))):
+            continue
+        remove_kind_run(runner, settings, match.group(1))
+        removed.append(match.group(1))
+    return removed

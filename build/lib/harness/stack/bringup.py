@@ -1,0 +1,46 @@
+"""Bringing a stack up, the same for every backend: run ids, a report of the bring-up's phases, and the
+cleaning of log tails shown in errors."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Progress = Callable[[str], None]
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in Ray's logs, removed from the tails errors show
+
+
+def new_run_id() -> str:
+    """``sc`` and 6 hex digits: what everything a run creates is labelled with."""
+    return "sc" + secrets.token_hex(3)
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+
+
+@dataclass
+class UpReport:
+    run_id: str
+    phases: list[Phase] = field(default_factory=list)
+
+    def run(self, progress: Progress, name: str, fn: Callable[[], object]) -> None:
+        """Run one bring-up phase, saying when it starts and how long it took."""
+        progress(f"{name} ...")
+        start = time.monotonic()
+        fn()
+        self.phases.append(Phase(name, time.monotonic() - start))
+        progress(f"{name}: done in {self.phases[-1].seconds:.1f}s")
+
+    @property
+    def total_s(self) -> float:
+        return sum(p.seconds for p in self.phases)
