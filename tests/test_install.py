@@ -40,9 +40,15 @@ def fresh_venv(where: Path) -> Path:
     return python
 
 
+LEFT_OUT = shutil.ignore_patterns(".git", ".venv", "reports", "build", "*.egg-info", "__pycache__", ".allure",
+                                  ".hypothesis", ".pytest_cache", ".grimp_cache", ".import_linter_cache")
+
+
 def test_a_users_repository_runs_the_harness_from_a_fresh_install(tmp_path):
     python = fresh_venv(tmp_path / "venv")
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(REPO_ROOT)],
+    source = tmp_path / "source"  # a copy: pip builds in the tree it installs, and the checkout stays clean
+    shutil.copytree(REPO_ROOT, source, symlinks=True, ignore=LEFT_OUT)
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)],
                              capture_output=True, text=True, timeout=600, cwd=tmp_path, env=CLEAN_ENV)
     assert install.returncode == 0, install.stdout + install.stderr
     where = subprocess.run([str(python), "-c", "import harness, harness.stack.config as c; "
