@@ -17,6 +17,7 @@ import pytest
 import redis
 import requests
 
+from harness.exit_codes import ExitCode
 from harness.local import system
 from harness.local.backend import LocalCluster, leftovers
 from harness.local.layout import RunLayout
@@ -163,7 +164,7 @@ def tools_dir_without(tmp_path: Path, missing: str) -> str:
 def test_missing_tool(tmp_path, state_dir, missing, expected):
     env = {**os.environ, "PATH": tools_dir_without(tmp_path, missing)}
     res = harness_cli("up", "--stack-config", str(config_file(tmp_path, state_dir)), env=env)
-    assert res.returncode == 1 and expected in res.stderr, res.stderr
+    assert res.returncode == ExitCode.STACK and expected in res.stderr, res.stderr
     assert_nothing_left(state_dir)
 
 
@@ -171,7 +172,7 @@ def test_without_root_capabilities(tmp_path, state_dir):
     # root without its capabilities is what a plain user has: no CAP_NET_ADMIN, no CAP_SYS_ADMIN
     res = harness_cli("up", "--stack-config", str(config_file(tmp_path, state_dir)),
                       prefix=("setpriv", "--bounding-set=-all", "--inh-caps=-all"))
-    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.returncode == ExitCode.STACK, res.stdout + res.stderr
     assert "needs root" in res.stderr, res.stderr
     assert_nothing_left(state_dir)
 
@@ -195,7 +196,7 @@ def test_app_module_that_imports_but_has_no_such_attribute(tmp_path, state_dir):
     """The module is found, but the import path's attribute is not in it: the real import at `up` says so."""
     res = harness_cli("up", "--stack-config",
                       str(config_file(tmp_path, state_dir, '[app]\nimport_path = "sleepy_pid:no_such_app"\n')))
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == ExitCode.STACK, res.stderr
     assert "key 'app.import_path': application 'app': import path 'sleepy_pid:no_such_app' does not import" \
         in res.stderr, res.stderr
     assert "no_such_app" in res.stderr
@@ -211,7 +212,7 @@ def test_address_already_taken(tmp_path, state_dir):
                           str(config_file(tmp_path, state_dir, network='subnet = "10.213.99.0/24"')))
     finally:
         system.delete_link(dummy)
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == ExitCode.STACK, res.stderr
     assert f"address 10.213.99.1/24 on {dummy} is already in network.subnet 10.213.99.0/24" in res.stderr
     assert_nothing_left(state_dir)
 
@@ -221,7 +222,7 @@ def test_stack_that_does_not_become_healthy_names_the_part_and_its_log(tmp_path,
     password = "a-password-that-must-not-leak"
     cfg = config_file(tmp_path, state_dir, "[timeouts]\napp_healthy_s = 3\n")
     res = harness_cli("up", "--stack-config", str(cfg), env={**os.environ, "SERVE_CHAOS_REDIS_PASSWORD": password})
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == ExitCode.STACK, res.stderr
     assert "app: timed out after 3s waiting for app 'app' healthy" in res.stderr, res.stderr
     assert "/6 replicas of SleepyPid RUNNING" in res.stderr  # what was last seen
     assert "--- tail of" in res.stderr  # the logs of the part that failed
