@@ -264,12 +264,14 @@ def report_dir(serve_chaos_report_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def serve_chaos_stack(stack_config, pytestconfig: pytest.Config) -> Iterator:
+def serve_chaos_stack(serve_chaos_stack_config, pytestconfig: pytest.Config) -> Iterator:
     """A running local stack shared by the session's scenarios. A stack already up in the same state folder
     (``python -m harness up``, or a session run with ``--serve-chaos-keep-stack``) is used as it is and left up,
     if its configuration is this session's (else a usage error names the keys that differ); otherwise one is
     brought up, and torn down at the end unless kept, even after a failure."""
     from harness.local.backend import LocalCluster, live_runs
+
+    stack_config = serve_chaos_stack_config
 
     say = progress_writer(pytestconfig)
     backend = setting(pytestconfig, "--serve-chaos-backend")

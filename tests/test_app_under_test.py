@@ -23,6 +23,7 @@ from harness.stack.config import (
     RequestConfig,
     load_config,
 )
+from harness.stack.health import join_path
 from harness.stack.serve_config import BESIDE_HEALTH_APP, build_serve_config
 from harness.testing.loopback import LoopbackServer
 from harness.traffic import (
@@ -106,7 +107,7 @@ def test_the_example_targets_its_inner_deployment_and_its_own_health_check():
     assert app.request.method == "POST" and json.loads(app.request.body or "")["user"] == "ada"
     assert response_check(app.check) == JsonField("items")
     assert app.health is not None and not app.health.beside
-    assert app.health.toggle_url_path == "/admin/fail-ranker-health"
+    assert join_path(app.health.route, app.health.toggle_path) == "/admin/fail-ranker-health"  # as FailHealthCheck
     minimal = app_under_test(load_config(EXAMPLE / "stack-minimal.toml"))
     assert (minimal.deployment, minimal.request.method, minimal.health.beside) == ("Recommender", "GET", True)
 

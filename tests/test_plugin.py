@@ -58,3 +58,14 @@ def test_a_scenario_that_does_not_apply_to_the_app_is_skipped_with_its_reason(tm
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 skipped" in res.stdout and "health_check_failure does not apply: app.health.mode is 'skip'" in res.stdout
+
+
+def test_a_running_stack_is_reused_only_with_the_same_configuration(tmp_path):
+    """config_difference names the keys two stack configurations differ in, and nothing when they are the same."""
+    from harness.pytest_plugin import config_difference
+    from harness.stack.config import load_config
+
+    other = tmp_path / "other.toml"
+    other.write_text('[network]\nsubnet = "10.213.44.0/24"\n[workers]\ncount = 3\n')
+    assert config_difference(load_config(), load_config()) == ""
+    assert config_difference(load_config(), load_config(other)) == "network.subnet, workers.count"

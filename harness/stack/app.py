@@ -38,10 +38,6 @@ class HealthTarget:
     toggle_path: str  # GET <route><toggle_path> makes the replica that answers fail its check_health
     beside: bool  # the harness's own health-toggle app, deployed beside the app under test
 
-    @property
-    def toggle_url_path(self) -> str:
-        return self.route.rstrip("/") + "/" + self.toggle_path.lstrip("/")
-
 
 @dataclass(frozen=True)
 class AppUnderTest:
