@@ -15,7 +15,7 @@ import harness
 from harness.exit_codes import EPILOG, ExitCode
 
 COMMAND_MODULES = (
-    "harness.local.cli",  # up, status, down
+    "harness.stack_cli",  # up, status, down, sweep, manifests
     "harness.fault_cli",  # inject
     "harness.traffic_cli",  # traffic, verdict
     "harness.report_cli",

@@ -1,13 +1,16 @@
-"""``python -m harness inject FAULT [--target NODE]``: one fault of the guide, by hand, against the stack
-that ``python -m harness up`` left running. Prints what it did, when the fault took effect, when the stack
-recovered, and the identity evidence (PIDs before -> after)."""
+"""``serve-chaos inject FAULT [--target NODE] [--backend local|kind|kube] [--json]``: one fault of the guide, by
+hand, against the stack that ``serve-chaos up`` left running. Prints what it did, when the fault took effect,
+when the stack recovered, and the identity evidence (PIDs before -> after); ``--json`` prints the same as one
+object at the end."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
+from harness.backends import StackChoice, add_stack_options, attach_stack
 from harness.exit_codes import ExitCode
 from harness.faults import (
     CATALOGUE,
@@ -18,9 +21,9 @@ from harness.faults import (
 )
 from harness.identity import identities
 from harness.stack.cluster import Cluster
+from harness.stack.config import ConfigError
+from harness.stack.errors import StackError
 from harness.waiting import WaitTimeout, wait_until
-
-DEFAULT_STATE_DIR = "/tmp/serve-chaos"
 
 
 def _target(cluster: Cluster, kind: FaultKind, target: str | None) -> str:
@@ -45,16 +48,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="one of: " + ", ".join(k.cli for k in CATALOGUE))
     p.add_argument("--target", help="the node (default: the last running worker; the head for kill-head)")
     p.add_argument("--recover-timeout", type=float, default=120.0, help="seconds to wait for recovery")
-    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    p.add_argument("--json", action="store_true", help="print the timeline and the identity evidence as JSON at the end")
+    add_stack_options(p)
     p.set_defaults(func=cmd_inject)
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from harness.local.backend import LocalCluster
-    from harness.stack.errors import StackError
-
     try:
-        cluster = LocalCluster.attach(args.state_dir)
+        cluster = attach_stack(StackChoice.from_args(args))
+    except (ConfigError, StackError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.UNKNOWN if isinstance(exc, ConfigError) else ExitCode.STACK
+    try:
+        return _inject(cluster, args)
+    finally:
+        cluster.close()
+
+
+def _inject(cluster: Cluster, args: argparse.Namespace) -> int:
+    try:
         before = cluster.wait_healthy(timeout_s=30)
         kind = fault_kind(args.fault)
         fault = kind.build(cluster, _target(cluster, kind, args.target), cluster.app())
@@ -62,27 +74,42 @@ def cmd_inject(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.UNKNOWN if isinstance(exc, FaultError) else ExitCode.STACK
     t0 = time.monotonic()
+    timeline: list[dict] = []
+    # with --json the progress goes to stderr, so stdout is the one JSON object
+    stream = sys.stderr if args.json else sys.stdout
 
-    def say(msg: str) -> None:
-        print(f"[inject {kind.cli}] {time.monotonic() - t0:6.1f}s {msg}", flush=True)  # as scenarios print
+    def say(event: str, msg: str) -> None:
+        timeline.append({"event": event, "at_s": round(time.monotonic() - t0, 3), "detail": msg})
+        print(f"[inject {kind.cli}] {time.monotonic() - t0:6.1f}s {msg}", file=stream, flush=True)  # as scenarios print
 
-    say(f"{fault.name} on {fault.target}: injecting ({kind.description})")
+    say("start", f"{fault.name} on {fault.target}: injecting ({kind.description})")
+    error = None
     try:
         fault.inject()
-        say("injected")
+        say("injected", "injected")
         wait_until(f"{fault.name} to take effect", fault.taken_effect, timeout_s=30, interval_s=0.1)
-        say("took effect")
+        say("took_effect", "took effect")
         wait_until(f"{fault.name} to recover", fault.recovered, timeout_s=args.recover_timeout, interval_s=0.25)
-        say("recovered" + (f": {'; '.join(fault.findings)}" if fault.findings else ""))
+        say("recovered", "recovered" + (f": {'; '.join(fault.findings)}" if fault.findings else ""))
     except (FaultError, WaitTimeout) as exc:
-        say(f"error: {exc}")
-        return ExitCode.FAIL
+        error = str(exc)
+        say("error", f"error: {exc}")
     finally:
         fault.heal()
-    print("identity evidence (before -> after):")
-    for row in identities(before, cluster.status()):
-        if row.changed:
-            print(f"  {row.kind:<10} {row.what:<36} {row.before or '-'} -> {row.after or '-'}")
-    unchanged = sum(1 for r in identities(before, cluster.status()) if not r.changed)
-    print(f"  ({unchanged} unchanged)")
-    return 0
+    rows = identities(before, cluster.status()) if error is None else ()
+    if args.json:
+        print(json.dumps({
+            "fault": kind.cli, "target": fault.target, "ok": error is None, "error": error, "timeline": timeline,
+            "findings": list(fault.findings),
+            "identities": [{"kind": r.kind, "what": r.what, "before": r.before, "after": r.after,
+                            "changed": r.changed} for r in rows],
+        }, indent=2))
+    if error is not None:
+        return ExitCode.FAIL
+    if not args.json:
+        print("identity evidence (before -> after):")
+        for row in rows:
+            if row.changed:
+                print(f"  {row.kind:<10} {row.what:<36} {row.before or '-'} -> {row.after or '-'}")
+        print(f"  ({sum(1 for r in rows if not r.changed)} unchanged)")
+    return ExitCode.OK

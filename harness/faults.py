@@ -374,7 +374,7 @@ class FailHealthCheck:
 
 
 # ---------------------------------------------------------------------------------------------
-# The one catalogue of faults: the CLI (`python -m harness inject`), the random schedules and the guide's
+# The one catalogue of faults: the CLI (`serve-chaos inject`), the random schedules and the guide's
 # scenarios build faults here, by kind (``KillReplica``) or by the CLI's name (``kill-replica``).
 
 

@@ -1,4 +1,4 @@
-"""``python -m harness nightly --repeat N``: run the seed suite N times and report pass rates and the
+"""``serve-chaos nightly --repeat N``: run the seed suite N times and report pass rates and the
 distribution of longest outage and recovery time per scenario."""
 
 from __future__ import annotations

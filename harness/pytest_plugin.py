@@ -266,7 +266,7 @@ def report_dir(serve_chaos_report_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def serve_chaos_stack(serve_chaos_stack_config, pytestconfig: pytest.Config) -> Iterator:
     """A running local stack shared by the session's scenarios. A stack already up in the same state folder
-    (``python -m harness up``, or a session run with ``--serve-chaos-keep-stack``) is used as it is and left up,
+    (``serve-chaos up``, or a session run with ``--serve-chaos-keep-stack``) is used as it is and left up,
     if its configuration is this session's (else a usage error names the keys that differ); otherwise one is
     brought up, and torn down at the end unless kept, even after a failure."""
     from harness.local.backend import LocalCluster, live_runs
@@ -294,7 +294,7 @@ def serve_chaos_stack(serve_chaos_stack_config, pytestconfig: pytest.Config) -> 
         if differs := config_difference(cluster.config, stack_config):
             raise pytest.UsageError(
                 f"a stack ({cluster.run_id}) is already up in {stack_config.network.state_dir} with another "
-                f"configuration ({differs}); remove it (`python -m harness down`) or give this session another "
+                f"configuration ({differs}); remove it (`serve-chaos down`) or give this session another "
                 f"network.state_dir")
         remember_secret(pytestconfig, cluster.secret)
         say(f"[stack {cluster.run_id}] using the stack that is already up (same configuration); it stays up")
@@ -331,7 +331,7 @@ def local_stack(config, pytestconfig: pytest.Config, label: str, *, keep: bool =
     finally:
         if keep:
             say(f"[{label} {cluster.run_id}] left up (--serve-chaos-keep-stack); remove it with "
-                f"`python -m harness down`")
+                f"`serve-chaos down`")
         else:
             cluster.down()
 

@@ -1,7 +1,7 @@
-"""``python -m harness report``: a run's HTML report, or two runs compared.
+"""``serve-chaos report``: a run's HTML report, or two runs compared.
 
-    python -m harness report reports/latest                      # writes reports/<run>/index.html, prints it
-    python -m harness report --compare reports/RUN_A reports/RUN_B   # HTML page + a table on the terminal
+    serve-chaos report reports/latest                      # writes reports/<run>/index.html, prints it
+    serve-chaos report --compare reports/RUN_A reports/RUN_B   # HTML page + a table on the terminal
 
 ``report`` exits 0 once the page is written, 2 when the folder is not there. ``--compare`` exits 1 when a
 scenario regressed from run A to run B (see docs/report.md for what counts), 0 otherwise, 2 on bad input.

@@ -1,8 +1,8 @@
-"""``python -m harness traffic`` (send open-loop load, record a History) and ``python -m harness verdict``
+"""``serve-chaos traffic`` (send open-loop load, record a History) and ``serve-chaos verdict``
 (judge a History: availability and longest outage against budgets).
 
-    python -m harness traffic --url http://127.0.0.1:8000/ --rate 20 --duration 60 --out run.jsonl
-    python -m harness verdict run.jsonl --min-availability 0.99 --max-outage 5 --json
+    serve-chaos traffic --url http://127.0.0.1:8000/ --rate 20 --duration 60 --out run.jsonl
+    serve-chaos verdict run.jsonl --min-availability 0.99 --max-outage 5 --json
 
 ``verdict`` exits 0 on pass, 1 on fail, 2 on unknown or unreadable input. Unknown includes a hole in the
 evidence: a gap between observed sends longer than the budget tolerates (``harness.checkers.traffic``). Its default budgets are

@@ -177,7 +177,7 @@ def test_files_on_disk_hold_the_placeholder_never_a_password(tmp_path, settings,
 
 def test_generated_files_are_up_to_date(tmp_path, settings):
     """cluster/kube/generated/ is what the generator writes now: regenerate with
-    `python -m harness.kube.manifests --out cluster/kube/generated/` after changing the config or the code."""
+    `serve-chaos manifests --out cluster/kube/generated/` after changing the config or the code."""
     written = write_files(tmp_path, load_config(), settings, "sc000000")
     assert sorted(p.name for p in written) == sorted(p.name for p in GENERATED.glob("*.yaml"))
     for path in written:

@@ -44,7 +44,7 @@ def test_nightly_kind_runs_the_scenarios_on_kind_and_keeps_the_reports():
     workflow = load("nightly-kind.yml")
     text = runs(workflow)
     assert "pytest scenarios/ --backend kind" in " ".join(text.split())
-    assert "python -m harness.kube sweep --backend kind" in text
+    assert "serve-chaos sweep --backend kind" in text
     uses = {s["uses"].split("@")[0]: s for s in steps(workflow) if "uses" in s}
     assert uses["helm/kind-action"]["with"]["install_only"] is True
     assert "azure/setup-helm" in uses

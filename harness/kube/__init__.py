@@ -15,18 +15,42 @@ BACKENDS = ("kind", "kube")
 
 
 def make_cluster(backend: str, config: StackConfig, kube_config: str | Path | None = None,
-                 context: str | None = None, kubeconfig: str | None = None):
+                 context: str | None = None, kubeconfig: str | None = None, run_id: str | None = None):
     """The backend named ``backend`` for ``config``; ``kube_config`` overrides cluster/kube/kube.toml; ``context``
-    and ``kubeconfig`` choose the existing cluster of the kube backend (default: the current context)."""
+    and ``kubeconfig`` choose the existing cluster of the kube backend (default: the current context); ``run_id``
+    names a run that exists (default: a new one)."""
     from harness.kube.settings import load_settings
 
     settings = load_settings(kube_config)
     if backend == "kind":
         from harness.kube.kind import KindCluster
 
-        return KindCluster(config, settings)
+        return KindCluster(config, settings, run_id=run_id)
     if backend == "kube":
         from harness.kube.kube import KubeCluster
 
-        return KubeCluster(config, settings, context=context, kubeconfig=kubeconfig)
+        return KubeCluster(config, settings, context=context, kubeconfig=kubeconfig, run_id=run_id)
+    raise ValueError(f"unknown Kubernetes backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def sweep(backend: str, kube_config: str | Path | None = None, context: str | None = None,
+          kubeconfig: str | None = None) -> list[str]:
+    """Remove what crashed runs left behind on ``backend`` (by label; live and kept runs stay): kind clusters
+    on this machine, or this host's run namespaces in the context. Returns the run ids removed."""
+    from harness.kube.settings import load_settings
+
+    settings = load_settings(kube_config)
+    if backend == "kind":
+        from harness.kube.kind import sweep_kind
+
+        return sweep_kind(settings=settings)
+    if backend == "kube":
+        from harness.kube.kube import current_context, sweep_namespaces
+        from harness.kube.safety import require_allowed
+        from harness.kube.tools import Kubectl, SubprocessRunner
+
+        runner = SubprocessRunner()
+        context = context or current_context(runner, kubeconfig)
+        require_allowed(context, settings.allowed_contexts(), "sweep namespaces")
+        return sweep_namespaces(runner, Kubectl(context, "default", kubeconfig), settings)
     raise ValueError(f"unknown Kubernetes backend {backend!r}; choose one of {', '.join(BACKENDS)}")

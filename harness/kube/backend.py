@@ -18,6 +18,7 @@ Everything that changes the cluster first checks the context against the allowli
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,6 +37,8 @@ from harness.kube.manifests import (
     LABEL_RAY_POD,
     LABEL_ROLE,
     REDIS_NAME,
+    REDIS_SECRET,
+    SECRET_PASSWORD_KEY,
     WORKER_CONTAINER,
     StackManifests,
     run_names,
@@ -271,6 +274,27 @@ class RayServiceCluster:
             self.forwards.add(slot.name, self.config.app.serve_port)
         self.forwards.reconcile()
         self.forwards.start()
+
+    # --- attaching (another process brought the run up) --------------------------------------------------------
+    def attach(self) -> None:
+        """Work on this run as its ``up`` (another process) left it: the run must be marked up; Redis's password
+        is read back from the run's Secret, so everything printed stays scrubbed; the port-forwards start."""
+        try:
+            state = (self.run_dir / "state").read_text().strip()
+        except OSError:
+            state = ""
+        if state != "up":
+            raise KubeStackError(f"run {self.run_id} is not up (state {state or 'unknown'!r} in {self.run_dir})")
+        if self.config.redis.enabled:
+            secret = self._json(self.kubectl.get_json("secret", REDIS_SECRET), "reading the run's Redis Secret")
+            encoded = secret.get("data", {}).get(SECRET_PASSWORD_KEY, "")
+            if encoded:
+                self.secret = Secret(base64.b64decode(encoded).decode())
+        self._start_forwards()
+
+    def close(self) -> None:
+        """Let go of the run without changing it: the port-forwards stop."""
+        self.forwards.stop()
 
     # --- down ---------------------------------------------------------------------------------------------------
     def down(self) -> list[str]:

@@ -80,7 +80,7 @@ class LocalCluster:
             try:
                 run_id = (state / CURRENT_FILE).read_text().strip()
             except FileNotFoundError:
-                raise StackError(f"no local stack is up (nothing in {state}); start one with `python -m harness up`") from None
+                raise StackError(f"no local stack is up (nothing in {state}); start one with `serve-chaos up`") from None
         layout = RunLayout(state, run_id)
         if not layout.config_file.exists():
             raise StackError(f"run {run_id} has no state in {layout.root}; it is gone or was never up")
@@ -105,7 +105,7 @@ class LocalCluster:
         state_dir = Path(self.config.network.state_dir)
         live = _live_run(state_dir)
         if live is not None:
-            raise StackError(f"a stack is already up (run {live}); run `python -m harness down` first")
+            raise StackError(f"a stack is already up (run {live}); run `serve-chaos down` first")
         swept = sweep(state_dir, keep=tuple(live_runs()))
         if swept:
             progress(f"swept leftovers of earlier runs: {', '.join(swept)}")
@@ -236,6 +236,9 @@ class LocalCluster:
             raise StackError(self.secret.scrub(f"{part}: {exc}")) from None
 
     # --- down and sweep -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Let go of the stack without changing it (nothing to stop: the local stack needs no forwards)."""
+
     def down(self) -> list[str]:
         """Remove this run and anything earlier runs left behind; return the run ids removed. It returns
         only when every process it signalled has left /proc (zombies included), or raises StackError."""
