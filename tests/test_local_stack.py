@@ -23,6 +23,7 @@ from harness.local.backend import LocalCluster, leftovers
 from harness.local.layout import RunLayout
 from harness.secrets import Secret
 from harness.stack.config import load_config
+from harness.stack.errors import StackError
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.stack
@@ -65,7 +66,8 @@ def test_stack_up_serves_on_every_node_and_down_leaves_nothing(tmp_path, state_d
     seen: list[int] = []
     try:
         report = cluster.up()
-        assert [p.name for p in report.phases] == ["network", "redis", "head", "workers", "deploy", "app healthy"]
+        assert [p.name for p in report.phases] == ["network", "redis", "head", "workers", "deploy", "app healthy",
+                                                  "fault agent"]
 
         status = cluster.status()
         assert {(n.name, n.role, n.alive, n.ray_state) for n in status.nodes} == {
@@ -112,6 +114,54 @@ def test_stack_up_serves_on_every_node_and_down_leaves_nothing(tmp_path, state_d
     assert_nothing_left(state_dir, seen)
     logs_and_state = " ".join(str(p) for p in Path("/tmp").glob(f"*{cluster.run_id}*"))
     assert logs_and_state == "", f"temp folders left: {logs_and_state}"
+
+
+def test_the_fault_agent_runs_the_drivers_and_comes_back_after_its_death_and_a_head_kill(tmp_path, state_dir):
+    """Drivers go to the fault agent in the head; killed, it is down at once (a one-shot driver runs the command,
+    the events say so) and starts again; with the head down a command fails fast and clearly; after the head
+    is back, the agent is too; nothing of it is left after down."""
+    cluster = LocalCluster(load_config(config_file(tmp_path, state_dir)))
+    seen: list[int] = []
+
+    def fallbacks() -> int:
+        return sum(e.kind == "agent_fallback" for e in cluster.events())
+
+    try:
+        cluster.up()
+        before = cluster.agent.stats()
+        assert cluster.run_driver("print(len([n for n in ray.nodes() if n['Alive']]))").stdout.strip() == "3"
+        assert cluster.agent.stats().commands == before.commands + 1 and fallbacks() == 0
+        seen.append(cluster.agent.pid())
+
+        # the agent killed (a head kill does that too): the next command runs on a one-shot driver
+        os.killpg(cluster.agent.pid(), signal.SIGKILL)
+        wait_until("the killed agent to be gone", lambda: cluster.agent.pid() is None, timeout_s=10)
+        assert cluster.run_driver("print('via fallback')").stdout.strip() == "via fallback"
+        assert fallbacks() == 1
+        wait_until("the agent to be started again and attached", lambda: cluster.agent.pid() is not None
+                   and (cluster.agent.stats() is not None), timeout_s=90, interval_s=0.5)
+        assert cluster.agent.stats().commands == 0 and cluster.agent.stats().pid != before.pid
+        assert cluster.run_driver("print('via agent')").stdout.strip() == "via agent" and fallbacks() == 1
+
+        # the head down: the agent went with it, and a one-shot driver cannot attach: a clear error, at once
+        seen.append(cluster.agent.pid())
+        cluster.stop_node("head")
+        started = time.monotonic()
+        with pytest.raises(StackError, match="node head is not running: no driver can attach there"):
+            cluster.run_driver("print(1)")
+        failed_after = time.monotonic() - started
+        cluster.start_node("head")
+        cluster.wait_healthy()
+        wait_until("the agent to come back with the head", lambda: cluster.run_driver("print(7)").stdout.strip() == "7"
+                   and cluster.agent.pid() is not None and cluster.agent.stats().commands > 0, timeout_s=120,
+                   interval_s=1.0)
+        print(f"fault agent: a command with the head down failed after {failed_after:.3f}s; "
+              f"{fallbacks()} fallbacks to a one-shot driver in the test")
+        seen += [p.host_pid for n in ("head", "worker1", "worker2") for p in cluster.node_processes(n)]
+    finally:
+        cluster.down()
+    assert_nothing_left(state_dir, [p for p in seen if p])
+    assert not (state_dir / cluster.run_id).exists()
 
 
 def test_sigkill_during_up_then_next_up_sweeps_and_succeeds(tmp_path, state_dir):

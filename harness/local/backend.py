@@ -18,6 +18,12 @@ from pathlib import Path
 import redis
 
 from harness.local import system
+from harness.local.agent_client import (
+    AgentClient,
+    AgentDown,
+    agent_command,
+    launch_in_namespaces,
+)
 from harness.local.layout import (
     HEAD_NODE,
     REDIS_NODE,
@@ -70,6 +76,9 @@ class LocalCluster:
         self.secret = secret or Secret.from_env_or_generate(config.redis.password_env)
         self.nodes: tuple[NodeSpec, ...] = plan_nodes(config, self.layout.names)
         self.api = HeadApi(self.head.address, config.app.dashboard_port)
+        self.agent = AgentClient(self.layout.root / "agent.sock", self.layout.root / "agent.pid",
+                                 launch=self._launch_agent, head_alive=lambda: self.node_alive(HEAD_NODE))
+        self.use_agent = config.drivers.fault_agent
 
     # --- finding a run --------------------------------------------------------------------------------
     @classmethod
@@ -136,6 +145,8 @@ class LocalCluster:
         report.run(progress, "workers", self._start_workers)
         report.run(progress, "deploy", self._deploy)
         report.run(progress, "app healthy", self.wait_healthy)
+        if self.use_agent and self.agent.usable:
+            report.run(progress, "fault agent", lambda: self.agent.wait_ready(timeout_s=self.config.timeouts.head_ready_s))
         layout.operator_armed_file.write_text("armed")
         (layout.root / "state").write_text("up")
 
@@ -348,8 +359,38 @@ class LocalCluster:
     def run_driver(self, snippet: str, timeout_s: float = 60.0, node: str = HEAD_NODE) -> DriverResult:
         """Run Python as a Ray driver inside a node's namespaces (the guide's ``kubectl exec ... python``).
 
-        The snippet runs after ``ray.init`` attached to the cluster; ``ray`` is imported.
+        The snippet runs after ``ray.init`` attached to the cluster; ``ray`` is imported. On the head it goes to
+        the fault agent (one long-lived driver: milliseconds, no process start on the machine under test);
+        where the agent is down (the head was killed, it is still attaching) a one-shot driver runs it, the
+        events say so, and the agent is started again in the background.
         """
+        return self._run_driver(snippet, timeout_s, node)[0]
+
+    def _run_driver(self, snippet: str, timeout_s: float, node: str) -> tuple[DriverResult, float | None]:
+        """The result, and the agent-side time the snippet began (None on a one-shot driver)."""
+        if node == HEAD_NODE and self.use_agent:
+            try:
+                answer = self.agent.run(snippet, timeout_s)
+                return DriverResult(answer.result.returncode, self.secret.scrub(answer.result.stdout),
+                                    self.secret.scrub(answer.result.stderr)), answer.started_wall
+            except AgentDown as exc:
+                self.layout.append_event("harness", "agent_fallback", HEAD_NODE,
+                                         f"fault agent {exc}: a one-shot driver runs the snippet")
+                self.agent.start_in_background()
+        return self._one_shot_driver(snippet, timeout_s, node), None
+
+    def _launch_agent(self) -> int:
+        init = next((p.host_pid for p in self.node_processes(HEAD_NODE) if p.ns_pid == 1), None)
+        if init is None:
+            raise StackError("the head is not running: the fault agent cannot start there")
+        env = {**os.environ, system.LABEL_ENV: self.run_id, "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        pid = launch_in_namespaces(init, agent_command(self.agent.socket_path, f"{self.head.address}:{self.config.gcs.port}",
+                                                       self.head.address), env, self.layout.logs_dir / "agent.log")
+        self.layout.append_event("harness", "agent_started", HEAD_NODE, f"pid {pid}")
+        return pid
+
+    def _one_shot_driver(self, snippet: str, timeout_s: float, node: str) -> DriverResult:
         spec = self.node(node)
         init = next((p.host_pid for p in self.node_processes(node) if p.ns_pid == 1), None)
         if init is None:
@@ -374,9 +415,11 @@ class LocalCluster:
         return read_routing(self.run_driver, routes)
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
-        result = self.run_driver(kill_actor_snippet(name, namespace, no_restart))
+        result, sent_wall = self._run_driver(kill_actor_snippet(name, namespace, no_restart), 60.0, HEAD_NODE)
+        sent = f"kill sent by the fault agent at {sent_wall:.3f}" if sent_wall else "one-shot driver"
         self.layout.append_event("harness", "actor_killed" if result.returncode == 0 else "actor_kill_failed", name,
-                                 f"no_restart={no_restart}; {result.stderr.strip()[-300:]}")
+                                 f"no_restart={no_restart}; {sent}; {result.stderr.strip()[-300:]}",
+                                 at_wall=sent_wall)
         return result
 
     def add_worker(self, timeout_s: float = 60) -> NodeSpec:
@@ -465,6 +508,13 @@ class LocalCluster:
         events = self.layout.events_file.read_text() if self.layout.events_file.exists() else ""
         (dest / "events.jsonl").write_text(self.secret.scrub(events))
         (dest / "status.json").write_text(json.dumps(self.status().to_json(), indent=2))
+        if self.use_agent:
+            try:
+                st = self.agent.stats()
+                agent = {"running": True, "pid": st.pid, "cpu_s": st.cpu_s, "rss_mb": st.rss_mb, "commands": st.commands}
+            except AgentDown as exc:
+                agent = {"running": False, "why": str(exc)}
+            (dest / "agent.json").write_text(json.dumps(agent, indent=2))
 
     def log_tails(self, parts: tuple[str, ...] | list[str], serve_logs: bool = False) -> str:
         """The last lines of the logs of ``parts`` (node names), secrets scrubbed."""

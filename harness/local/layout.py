@@ -160,8 +160,12 @@ class RunLayout:
         except FileNotFoundError:
             return "stopped"
 
-    def append_event(self, source: str, kind: str, target: str, detail: str = "") -> StackEvent:
-        event = StackEvent(time.time(), time.monotonic(), source, kind, target, detail)
+    def append_event(self, source: str, kind: str, target: str, detail: str = "", at_wall: float | None = None
+                     ) -> StackEvent:
+        """Record an event now, or at ``at_wall`` (a wall time seen elsewhere, e.g. when the agent sent a kill)."""
+        now_wall, now_mono = time.time(), time.monotonic()
+        at = now_wall if at_wall is None else at_wall
+        event = StackEvent(at, now_mono - (now_wall - at), source, kind, target, detail)
         with self.events_file.open("a") as fh:
             fh.write(json.dumps(asdict(event)) + "\n")
         return event

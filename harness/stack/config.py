@@ -159,6 +159,12 @@ class TimeoutsConfig(_Section):
     app_healthy_s: float = Field(gt=0)
 
 
+class DriversConfig(_Section):
+    """How the harness runs its Ray drivers (kill an actor, read the proxies' routing)."""
+
+    fault_agent: bool = True  # one long-lived driver in the head (ms per command); false: a fresh driver each time
+
+
 class StackConfig(_Section):
     network: NetworkConfig
     redis: RedisConfig
@@ -169,6 +175,7 @@ class StackConfig(_Section):
     resources: dict[str, dict[str, float]]
     operator: OperatorConfig
     timeouts: TimeoutsConfig
+    drivers: DriversConfig = DriversConfig()
     # where relative paths of [app] resolve: the folder of the file that set them
     base_dir: str = "."
 
