@@ -34,12 +34,12 @@ class UpReport:
     phases: list[Phase] = field(default_factory=list)
 
     def run(self, progress: Progress, name: str, fn: Callable[[], object]) -> None:
-        """Run one bring-up phase, saying when it starts and how long it took."""
-        progress(f"{name} ...")
+        """Run one bring-up phase; one line once it is done, with how long it took (a phase that fails raises,
+        and its error names the phase)."""
         start = time.monotonic()
         fn()
         self.phases.append(Phase(name, time.monotonic() - start))
-        progress(f"{name}: done in {self.phases[-1].seconds:.1f}s")
+        progress(f"{name} done in {self.phases[-1].seconds:.1f}s ({len(self.phases)} phases, {self.total_s:.1f}s so far)")
 
     @property
     def total_s(self) -> float:
