@@ -131,13 +131,18 @@ class AgentClient:
                     self.socket_path.unlink(missing_ok=True)
                 raise AgentDown(f"not answering ({type(exc).__name__})") from None
             sock.settimeout(timeout_s)
-            sock.sendall((json.dumps(request) + "\n").encode())
             data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise AgentDown("it closed the connection without an answer (it died mid-command)")
-                data += chunk
+            try:
+                sock.sendall((json.dumps(request) + "\n").encode())
+                while not data.endswith(b"\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (ConnectionResetError, BrokenPipeError) as exc:  # it was dying as we connected
+                raise AgentDown(f"the connection broke ({type(exc).__name__}): it died") from None
+            if not data.endswith(b"\n"):
+                raise AgentDown("it closed the connection without an answer (it died mid-command)")
         finally:
             sock.close()
         return json.loads(data)
