@@ -24,10 +24,13 @@ COMMAND_MODULES = (
 
 
 PROG = "serve-chaos"  # the console script; `python -m harness` is the same
+DESCRIPTION = ("Chaos tests for Ray Serve: bring a stack up (local, kind or an existing cluster), inject the "
+               "fault-tolerance guide's failures, and judge with figures whether the app stayed available. "
+               "`python -m harness` is the same.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version",
                         version=f"{PROG} {harness.__version__} (Ray Serve chaos harness; python {sys.version.split()[0]})")
