@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,14 @@ CONFIRM_INTERVAL_S = 0.25
 RECOVER_INTERVAL_S = 1.0
 BEFORE, AFTER = "before", "after"  # the snapshots' labels in the history
 FOLLOW_UP = "follow-up"  # the detail of a follow-up fault's INJECT event
+
+
+def split_endpoints(labels: Iterable[str], targets: set[str]) -> tuple[list[str], list[str]]:
+    """Endpoint labels split into serving and faulted: an endpoint is faulted when its node is a fault's target
+    (a label is a node, or ``<node><route>`` for a second route, e.g. ``worker3/health``)."""
+    labels = sorted(set(labels))
+    faulted = [label for label in labels if label.split("/", 1)[0] in targets]
+    return [label for label in labels if label not in faulted], faulted
 
 
 class ScenarioRun:
@@ -109,8 +117,7 @@ class ScenarioRun:
     def _counts(self) -> str:
         if self.traffic is None:
             return ""
-        faulted = sorted({f.target for f in self.faults} & {e.node for e in self.traffic.plan.endpoints})
-        serving = sorted({e.node for e in self.traffic.plan.endpoints} - set(faulted))
+        serving, faulted = split_endpoints([e.node for e in self.traffic.plan.endpoints], {f.target for f in self.faults})
         c = self.traffic.counts(serving)
         parts = [f"serving ok {c.ok} fail {c.failed}"]
         for node in faulted:

@@ -494,3 +494,12 @@ def test_a_budget_without_a_detection_time_sets_no_detection_budget(tmp_path: Pa
     inject = event(1.0, EventKind.INJECT, "FailHealthCheck", "url")
     effect = event(7.0, EventKind.TAKEN_EFFECT, "FailHealthCheck", "url")
     assert fault_took_effect(History.of([inject, effect]), budget.max_detection_s).status is Status.PASS
+
+
+def test_the_progress_line_counts_every_route_of_a_faulted_node_as_faulted():
+    from harness.scenario import split_endpoints
+
+    labels = ["head", "head/health", "worker1", "worker1/health", "worker3", "worker3/health"]
+    assert split_endpoints(labels, {"worker3"}) == (["head", "head/health", "worker1", "worker1/health"],
+                                                    ["worker3", "worker3/health"])
+    assert split_endpoints(labels, {"controller"})[1] == []
