@@ -16,18 +16,21 @@ from pathlib import Path
 import pytest
 
 from harness.local import system
-from harness.local.agent import run_snippet
+from harness.local.agent import route_output, run_snippet
 from harness.local.agent_client import AgentClient, AgentDown
 from harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 # the agent's server with a stand-in for the ray module (the snippets below use only ``ray.name``)
-FAKE_AGENT = ("import sys, types; from harness.local.agent import serve; "
+FAKE_AGENT = ("import sys, types; from harness.local.agent import route_output, serve; route_output(); "
               "serve(sys.argv[1], types.SimpleNamespace(name='fake-ray'))")
 
 
-def test_a_snippet_runs_as_a_one_shot_driver_would():
+def test_a_snippet_runs_as_a_one_shot_driver_would(monkeypatch):
     ray = type("Ray", (), {"name": "r"})()
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # restored after the test: route_output replaces both
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    route_output()  # as the agent does at its start
     ok = run_snippet("import json\nprint(json.dumps({'ray': ray.name}))\nprint('a', 'b', sep='-')", ray)
     assert (ok["returncode"], ok["stdout"], ok["stderr"]) == (0, '{"ray": "r"}\na-b\n', "")
     assert ok["started_wall"] <= ok["finished_wall"]
@@ -112,3 +115,12 @@ def test_no_agent_starts_while_the_head_is_down_and_a_reused_pid_is_not_the_agen
     # a pid file naming a live process that is not the agent (another start time) is not a running agent
     (folder / "agent.pid").write_text(f"{os.getpid()} 1")
     assert agent.pid() is None
+
+
+def test_a_timed_out_command_keeps_what_it_printed_on_both_streams(folder, launches):
+    agent = client(folder, launches)
+    agent.wait_ready(timeout_s=30)
+    answer = agent.run("import sys, time\nprint('out: secret', flush=True)\nsys.stderr.write('err: secret\\n')\n"
+                       "time.sleep(60)", timeout_s=1.0)
+    assert answer.result.returncode == -1 and answer.result.stdout == "out: secret\n"
+    assert "timed out after 1s" in answer.result.stderr and "err: secret" in answer.result.stderr

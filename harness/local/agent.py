@@ -12,13 +12,15 @@ connection carries one JSON request line and gets one JSON answer line:
                                                            "started_wall": ..., "finished_wall": ...}
     {"op": "stats"}                                   ->  {"pid": ..., "cpu_s": ..., "rss_mb": ..., "commands": N}
 
-A snippet runs as a one-shot driver's would (``ray`` is imported and attached; its ``print`` is its stdout;
-``SystemExit`` sets the exit code). Requests are served on threads, each with its own output, so a slow one
+A snippet runs as a one-shot driver's would (``ray`` is imported and attached; what it writes to stdout and
+stderr is its output, sent as it is written, ``{"stream": "stdout", "text": ...}`` lines before the answer, so a
+caller that gives up keeps what was printed; ``SystemExit`` sets the exit code). Requests are served on threads, each with its own output, so a slow one
 does not hold up the next. The agent dies with the head (its PID namespace); the client starts it again.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -34,27 +36,56 @@ class _State:
     lock = threading.Lock()
 
 
-def run_snippet(snippet: str, ray_module) -> dict:
-    """Run one snippet; what a one-shot driver's process would have printed and exited with."""
-    out: list[str] = []
+_local = threading.local()  # the current request's output sink, per thread
 
-    def _print(*args, sep=" ", end="\n", file=None, flush=False):  # print's signature; file and flush unused
-        out.append(sep.join(str(a) for a in args) + end)
+
+class _Routed(io.TextIOBase):
+    """sys.stdout / sys.stderr: what a snippet writes goes to its own request (as a driver process's output
+    would), everything else (Ray's own threads) to the agent's log."""
+
+    def __init__(self, real, name: str):
+        self.real, self.name = real, name
+
+    def write(self, text: str) -> int:
+        sink = getattr(_local, "sink", None)
+        if sink is None:
+            return self.real.write(text)
+        sink(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_local, "sink", None) is None:
+            self.real.flush()
+
+
+def run_snippet(snippet: str, ray_module, sink=None) -> dict:
+    """Run one snippet; what a one-shot driver's process would have printed and exited with. ``sink(stream,
+    text)`` receives its output as it is written (the answer holds it all too)."""
+    out = {"stdout": [], "stderr": []}
+
+    def collect(stream: str, text: str) -> None:
+        out[stream].append(text)
+        if sink is not None:
+            sink(stream, text)
 
     started = time.time()
-    code, err = 0, ""
+    code = 0
+    _local.sink = collect
     try:
-        exec(compile(snippet, "<snippet>", "exec"), {"ray": ray_module, "print": _print, "__name__": "__snippet__"})  # noqa: S102
+        exec(compile(snippet, "<snippet>", "exec"), {"ray": ray_module, "__name__": "__snippet__"})  # noqa: S102
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
-            err = str(exc.code)
+            collect("stderr", str(exc.code) + "\n")
     except BaseException:  # noqa: BLE001 - a snippet's failure is its exit code and traceback, as in a process
-        code, err = 1, traceback.format_exc()
+        code = 1
+        collect("stderr", traceback.format_exc())
+    finally:
+        _local.sink = None
     with _State.lock:
         _State.commands += 1
-    return {"returncode": code, "stdout": "".join(out), "stderr": err, "started_wall": started,
-            "finished_wall": time.time()}
+    return {"returncode": code, "stdout": "".join(out["stdout"]), "stderr": "".join(out["stderr"]),
+            "started_wall": started, "finished_wall": time.time()}
 
 
 def stats() -> dict:
@@ -69,7 +100,11 @@ def serve(socket_path: str, ray_module) -> None:
             try:
                 request = json.loads(self.rfile.readline() or b"{}")
                 if request.get("op") == "run":
-                    answer = run_snippet(str(request["snippet"]), ray_module)
+                    def stream(name: str, text: str) -> None:  # output as it is written: a caller that times out keeps it
+                        self.wfile.write((json.dumps({"stream": name, "text": text}) + "\n").encode())
+                        self.wfile.flush()
+
+                    answer = run_snippet(str(request["snippet"]), ray_module, sink=stream)
                 elif request.get("op") == "stats":
                     answer = stats()
                 else:
@@ -87,8 +122,15 @@ def serve(socket_path: str, ray_module) -> None:
     server.serve_forever()
 
 
+def route_output() -> None:
+    """Each request's output to its own caller (see _Routed)."""
+    sys.stdout = _Routed(sys.stdout, "stdout")
+    sys.stderr = _Routed(sys.stderr, "stderr")
+
+
 def main(argv: list[str]) -> int:
     socket_path, gcs_address, node_ip = argv
+    route_output()
     import ray
 
     ray.init(address=gcs_address, _node_ip_address=node_ip, logging_level="ERROR", log_to_driver=False)

@@ -116,7 +116,8 @@ class AgentClient:
         self.pid_file.unlink(missing_ok=True)
 
     # --- requests ------------------------------------------------------------------------------------------
-    def _request(self, request: dict, timeout_s: float) -> dict:
+    def _request(self, request: dict, timeout_s: float, streamed: dict[str, list[str]] | None = None) -> dict:
+        """One request's answer; lines streamed before it (a snippet's output) go into ``streamed``."""
         if not self.usable:
             raise AgentDown(f"socket path too long for a Unix socket ({len(str(self.socket_path))} bytes)")
         if not self.socket_path.exists():
@@ -130,30 +131,39 @@ class AgentClient:
                 if self.pid() is None:  # it died with the head: its socket is stale
                     self.socket_path.unlink(missing_ok=True)
                 raise AgentDown(f"not answering ({type(exc).__name__})") from None
-            sock.settimeout(timeout_s)
-            data = b""
+            deadline = time.monotonic() + timeout_s
+            buffer = b""
             try:
                 sock.sendall((json.dumps(request) + "\n").encode())
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                while True:
+                    while b"\n" not in buffer:
+                        sock.settimeout(max(0.001, deadline - time.monotonic()))
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            raise AgentDown("it closed the connection without an answer (it died mid-command)")
+                        buffer += chunk
+                    line, _, buffer = buffer.partition(b"\n")
+                    message = json.loads(line)
+                    if "stream" in message:
+                        if streamed is not None:
+                            streamed.setdefault(str(message["stream"]), []).append(str(message["text"]))
+                        continue
+                    return message
             except (ConnectionResetError, BrokenPipeError) as exc:  # it was dying as we connected
                 raise AgentDown(f"the connection broke ({type(exc).__name__}): it died") from None
-            if not data.endswith(b"\n"):
-                raise AgentDown("it closed the connection without an answer (it died mid-command)")
         finally:
             sock.close()
-        return json.loads(data)
 
     def run(self, snippet: str, timeout_s: float) -> AgentAnswer:
-        """The snippet's result, as a one-shot driver would give it. AgentDown when no agent answers."""
+        """The snippet's result, as a one-shot driver would give it (on a timeout, what it printed so far).
+        AgentDown when no agent answers."""
+        streamed: dict[str, list[str]] = {}
         try:
-            answer = self._request({"op": "run", "snippet": snippet}, timeout_s)
+            answer = self._request({"op": "run", "snippet": snippet}, timeout_s, streamed)
         except TimeoutError:
             self.stop()  # stuck: the next call starts a fresh one
-            return AgentAnswer(DriverResult(-1, "", f"driver timed out after {timeout_s:g}s (fault agent; stopped)"),
+            out, err = "".join(streamed.get("stdout", [])), "".join(streamed.get("stderr", []))
+            return AgentAnswer(DriverResult(-1, out, f"driver timed out after {timeout_s:g}s (fault agent; stopped)\n{err}"),
                                time.time(), time.time())
         return AgentAnswer(DriverResult(int(answer["returncode"]), str(answer["stdout"]), str(answer["stderr"])),
                            float(answer["started_wall"]), float(answer["finished_wall"]))
