@@ -12,6 +12,7 @@ Every command names its stack the same way (``harness/backends.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -69,14 +70,6 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)
     choice = StackChoice.from_args(args)
@@ -97,7 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"{'on' if config.gcs_ft else 'off'}, app {app.application!r} (routes {', '.join(app.routes)})",
               highlight=False, markup=False)
     try:
-        with err.status("bringing the stack up", spinner="dots") if err.is_terminal else _null():
+        with err.status("bringing the stack up", spinner="dots") if err.is_terminal else contextlib.nullcontext():
             report = cluster.up(progress)
         status = cluster.status()
         endpoints = cluster.endpoints()

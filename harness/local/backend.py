@@ -47,7 +47,7 @@ from harness.stack.cluster import (
     StackStatus,
 )
 from harness.stack.config import StackConfig
-from harness.stack.drivers import kill_actor_snippet, read_routing
+from harness.stack.drivers import DRIVER_TIMEOUT_S, kill_actor_snippet, read_routing
 from harness.stack.errors import StackError
 from harness.stack.health import answer_once, probe_url, unhealthy_reason
 from harness.stack.serve_api import (
@@ -356,7 +356,7 @@ class LocalCluster:
         system.signal_pids(pids, signal.SIGCONT)
         self.layout.append_event("harness", "node_thawed", node, f"SIGCONT to {len(pids)} processes")
 
-    def run_driver(self, snippet: str, timeout_s: float = 60.0, node: str = HEAD_NODE) -> DriverResult:
+    def run_driver(self, snippet: str, timeout_s: float = DRIVER_TIMEOUT_S, node: str = HEAD_NODE) -> DriverResult:
         """Run Python as a Ray driver inside a node's namespaces (the guide's ``kubectl exec ... python``).
 
         The snippet runs after ``ray.init`` attached to the cluster; ``ray`` is imported. On the head it goes to
@@ -415,7 +415,7 @@ class LocalCluster:
         return read_routing(self.run_driver, routes)
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
-        result, sent_wall = self._run_driver(kill_actor_snippet(name, namespace, no_restart), 60.0, HEAD_NODE)
+        result, sent_wall = self._run_driver(kill_actor_snippet(name, namespace, no_restart), DRIVER_TIMEOUT_S, HEAD_NODE)
         sent = f"kill sent by the fault agent at {sent_wall:.3f}" if sent_wall else "one-shot driver"
         self.layout.append_event("harness", "actor_killed" if result.returncode == 0 else "actor_kill_failed", name,
                                  f"no_restart={no_restart}; {sent}; {result.stderr.strip()[-300:]}",
