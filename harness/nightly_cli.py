@@ -39,7 +39,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         for i in range(1, args.repeat + 1):
             print(f"=== run {i}/{args.repeat} ===", flush=True)
             codes.append(subprocess.run([sys.executable, "-m", "pytest", "scenarios/test_guide.py", "-q",
-                                         "-p", "no:cacheprovider", "--report-dir", str(folder), *extra], cwd=REPO).returncode)
+                                         "-p", "no:cacheprovider", "--report-dir", str(folder),
+                                         "--serve-chaos-replays=0",  # every run one sample: pass rates as they are
+                                         *extra], cwd=REPO).returncode)
     runs = run_folders(folder)
     table = scenario_stats(observations(runs))
     print(f"\n{len(runs)} runs in {folder}\n" + format_table(table))

@@ -8,11 +8,14 @@ in brackets; the command line wins, then the ini file, then the default:
     --serve-chaos-budgets FILE                [serve_chaos_budgets]       scenario budgets
     --serve-chaos-report-dir DIR              [serve_chaos_report_dir]    where run reports go
     --serve-chaos-keep-stack                  [serve_chaos_keep_stack]    leave the stack up after the session
+    --serve-chaos-replays N                   [serve_chaos_replays]       run a failed scenario N more times (2)
 
 The old names (``--backend``, ``--stack-config``, ``--budgets``, ``--report-dir``, ``--keep-stack``) are kept as
 aliases for one release. Fixtures: ``serve_chaos_stack`` (the stack, up once per session, torn down at the end
 even after a failure or Ctrl-C), ``serve_chaos_stack_config``, ``serve_chaos_scenario`` (a factory of scenario
-runs), ``serve_chaos_report_dir``; the old names ``stack``, ``stack_config``, ``scenario``, ``report_dir`` are
+runs), ``serve_chaos_replay`` (a scenario run, and run again when it fails: ``assert_passed`` tells a failure
+that came back from a flaky one, which warns and is reported, never passed silently), ``serve_chaos_report_dir``;
+the old names ``stack``, ``stack_config``, ``scenario``, ``report_dir`` are
 aliases. A test that uses the stack gets the ``stack`` marker by itself (and is skipped, with the reason, when
 the local stack cannot run). A test module overrides the stack config or the budgets with module-level
 ``serve_chaos_stack_config = "path/to/stack.toml"`` / ``serve_chaos_budgets = "path/to/budgets.toml"`` (paths
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +82,8 @@ OPTIONS = (
     ("--serve-chaos-report-dir", "--report-dir", "where run reports go (default: reports)", "reports"),
 )
 KEEP_STACK = "--serve-chaos-keep-stack"
+REPLAY_OPTION = "--serve-chaos-replays"
+DEFAULT_REPLAYS = 2  # as the random schedules' short profile: a 1-in-10 outlier fails both replays 1% of the time
 PATH_OPTIONS = ("--serve-chaos-stack-config", "--serve-chaos-budgets", "--serve-chaos-report-dir")
 
 
@@ -95,6 +101,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(KEEP_STACK, "--keep-stack", dest=_dest(KEEP_STACK), action="store_true", default=None,
                     help="leave the stack up after the session [ini: serve_chaos_keep_stack]")
     parser.addini(_dest(KEEP_STACK), "leave the stack up after the session", type="bool", default=False)
+    group.addoption(REPLAY_OPTION, "--replays", dest=_dest(REPLAY_OPTION), type=int, default=None, metavar="N",
+                    help="a scenario that fails is run N more times on the same stack: failed again = a failure, "
+                         "passed every time = flaky (reported, with its figures, never a pass); 0 = no replay "
+                         f"[ini: {_dest(REPLAY_OPTION)}; default {DEFAULT_REPLAYS}]")
+    parser.addini(_dest(REPLAY_OPTION), "how many times a failed scenario is run again", default=str(DEFAULT_REPLAYS))
     group.addoption("--kube-config", default=None, metavar="FILE", help="kind/kube settings overriding cluster/kube/kube.toml")
     group.addoption("--kube-context", default=None, metavar="NAME", help="kube backend: the context (default: current)")
     group.addoption("--schedule-profile", default=None, metavar="NAME",
@@ -105,7 +116,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def setting(config: pytest.Config, option: str):
     """An option's value: the command line, else the ini file, else its default (``option`` as spelled on the
     command line, new or old name)."""
-    names = {alias: new for new, alias, *_ in OPTIONS} | {"--keep-stack": KEEP_STACK}
+    names = {alias: new for new, alias, *_ in OPTIONS} | {"--keep-stack": KEEP_STACK, "--replays": REPLAY_OPTION}
     option = names.get(option, option)
     value = config.getoption(_dest(option))
     if value is None:
@@ -380,9 +391,10 @@ def serve_chaos_scenario(request: pytest.FixtureRequest, report_dir: Path, pytes
 
     runs: list[ScenarioRun] = []
 
-    def make(cluster, name: str, **kwargs) -> ScenarioRun:
+    def make(cluster, name: str, *, replay: int = 0, **kwargs) -> ScenarioRun:
+        """``replay``: the how-manieth run again of a failed scenario (its folder is ``<test>-replay<N>``)."""
         restore(cluster, progress_writer(pytestconfig))
-        folder = report_dir / run_folder_name(request.node)
+        folder = report_dir / (run_folder_name(request.node) + (f"-replay{replay}" if replay else ""))
         run = ScenarioRun(name, cluster, folder, load_budget(name, module_setting(request, "budgets", "--budgets")),
                           allowed_networks=cluster.allowed_networks(), progress=progress_writer(pytestconfig),
                           **kwargs)
@@ -400,6 +412,51 @@ def serve_chaos_scenario(request: pytest.FixtureRequest, report_dir: Path, pytes
         raise RuntimeError("; ".join(errors))
 
 
+
+
+@pytest.fixture
+def serve_chaos_replay(serve_chaos_scenario, request: pytest.FixtureRequest, report_dir: Path,
+                       pytestconfig: pytest.Config):
+    """``replay(cluster, name, run_it, **kwargs)`` runs ``run_it(scenario(cluster, name, **kwargs))``; when the
+    result is a failure (outcome FAILED: a scenario that should pass failed, or a known issue's scenario failed
+    otherwise than the issue says; never an UNKNOWN or a control), it runs it again ``--serve-chaos-replays`` times (each in a
+    folder of its own) and returns the ``Judged``; the failed run's folder gets ``replays.json``, which the report
+    shows. ``assert_passed`` then passes it, fails it, or warns that it is flaky."""
+    from harness.known_issues import Outcome
+    from harness.records import Judged, ScenarioFolder
+
+    def replay(cluster, name: str, run_it, **kwargs) -> Judged:
+        first = run_it(serve_chaos_scenario(cluster, name, **kwargs))
+        if first.outcome is not Outcome.FAILED:  # a pass, an UNKNOWN, a control, a known issue as it says
+            return Judged(first)
+        count = int(setting(pytestconfig, REPLAY_OPTION))
+        say = progress_writer(pytestconfig)
+        again, folders = [], []
+        for n in range(1, count + 1):
+            say(f"[{name}] failed: replay {n} of {count} on the same stack, to tell a flaky failure from a real one")
+            again.append(run_it(serve_chaos_scenario(cluster, name, replay=n, **kwargs)))
+            folders.append(f"{run_folder_name(request.node)}-replay{n}")
+        judged = Judged(first, tuple(again), tuple(folders))
+        if judged.replays is not None:
+            ScenarioFolder(report_dir / run_folder_name(request.node)).write_replays(judged)
+            say(f"[{name}] replays: {judged.replays.text()}")
+            request.node.user_properties.append(("serve_chaos_replays", judged.replays.text()))  # JUnit
+        return judged
+
+    return replay
+
+
+class FlakyVerdict(UserWarning):
+    """A scenario failed and passed every replay: the failure is reported as found, not as a pass."""
+
+
+def assert_passed(judged) -> None:
+    """Pass a ``Judged`` that went as expected; fail one whose failure came back (or was never replayed, or could
+    not be judged); a flaky one (failed, then passed every replay) warns with its figures instead."""
+    if judged.passed:
+        return
+    assert judged.flaky, judged.explain()
+    warnings.warn(FlakyVerdict(f"flaky: {judged.explain()}"), stacklevel=2)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from harness.known_issues import (
     outcome,
 )
 from harness.measures import RETRY_3X_EXPONENTIAL
-from harness.verdict import Status, Verdict
+from harness.verdict import Status, Verdict, explain
 
 DEFAULT_BUDGETS = Path(str(resources.files("harness") / "data" / "budgets.toml"))  # shipped (scenarios/ links it)
 
@@ -41,6 +41,7 @@ LOGS_ERROR = "logs-error.txt"  # why logs/ is missing
 TIMELINE = "timeline.html"  # the scenario's timeline, standalone
 TIMELINE_ERROR = "timeline-error.txt"  # why timeline.html is missing
 SCHEDULE = "schedule.json"  # a random schedule's record (harness.schedules.records)
+REPLAYS = "replays.json"  # beside a failed scenario's verdict: how its replays on the same stack went (Judged)
 CONFIG = "config.json"  # in the run folder: the configuration the report shows (secrets redacted)
 WITH_RETRIES = "with_retries."  # prefix of the availability figures a client retrying as Ray recommends sees
 
@@ -96,6 +97,28 @@ def load_budget(name: str, path: str | Path | None = None) -> Budget:
 
 
 @dataclass(frozen=True)
+class Replays:
+    """How often a failure happened again when its scenario or schedule was run again: ``deterministic`` (every
+    replay failed), ``reproduced`` (at least one did), or not reproduced (every replay passed: a flaky failure,
+    reported as found, never as a pass)."""
+
+    failed: int
+    of: int
+
+    @property
+    def deterministic(self) -> bool:
+        return self.failed == self.of
+
+    @property
+    def reproduced(self) -> bool:
+        return self.failed > 0
+
+    def text(self) -> str:
+        kind = "deterministic" if self.deterministic else "flaky"
+        return f"{kind}: failed {self.failed} of {self.of} replays"
+
+
+@dataclass(frozen=True)
 class PhaseTiming:
     name: str
     start_mono: float
@@ -148,6 +171,46 @@ class ScenarioResult:
             "serving_endpoints": list(self.serving), "identities": [asdict(r) for r in self.identities],
             "findings": list(self.findings), "phases": [asdict(p) for p in self.phases],
         }
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A scenario's run and, when it did not go as expected, its replays on the same stack (the pytest plugin's
+    ``serve_chaos_replay``). It passed (the run went as expected), failed (a replay failed again, or there was no
+    replay), or is flaky: the run failed and every replay passed. A flaky failure is reported as found, with its
+    figures and its replays' count; it is never counted as a pass, and an UNKNOWN is never replayed."""
+
+    first: ScenarioResult
+    replayed: tuple[ScenarioResult, ...] = ()
+    folders: tuple[str, ...] = ()  # the replays' folders, beside the first run's
+
+    @property
+    def passed(self) -> bool:
+        return self.first.outcome.as_expected
+
+    @property
+    def replays(self) -> Replays | None:
+        if not self.replayed:
+            return None
+        return Replays(sum(not r.outcome.as_expected for r in self.replayed), len(self.replayed))
+
+    @property
+    def flaky(self) -> bool:
+        return self.first.outcome is Outcome.FAILED and self.replays is not None and not self.replays.reproduced
+
+    def explain(self) -> str:
+        text = f"{self.first.scenario}: {explain(self.first.verdict)}"
+        if self.replays is not None:
+            how = "every replay passed" if self.flaky else "the failure came back"
+            text += f" (replays: {self.replays.text()}; {how}: {', '.join(self.folders)})"
+        return text
+
+    def to_json(self) -> dict:
+        replays = self.replays
+        return {"scenario": self.first.scenario, "status": str(self.first.verdict.status), "flaky": self.flaky,
+                "replays": {"failed": replays.failed, "of": replays.of, "text": replays.text()} if replays else None,
+                "folders": list(self.folders),
+                "outcomes": [str(r.outcome) for r in self.replayed]}
 
 
 def _record(cls: type, obj: Mapping):
@@ -221,6 +284,21 @@ class ScenarioFolder:
 
     def read_history(self) -> History:
         return History.load(self.history_path)
+
+    def write_replays(self, judged: Judged) -> Path:
+        path = self.path / REPLAYS
+        self.path.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(judged.to_json(), indent=2))
+        return path
+
+    def read_replays(self) -> Replays | None:
+        """How the replays of this folder's scenario went, or None when it was not replayed (or the file is
+        damaged: the report then shows the run as it is)."""
+        try:
+            obj = json.loads((self.path / REPLAYS).read_text())["replays"]
+            return Replays(int(obj["failed"]), int(obj["of"])) if obj else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def note_missing(self, name: str, why: str) -> None:
         """Write why an artefact is missing (e.g. logs-error.txt)."""

@@ -169,6 +169,23 @@ def test_the_page_shows_each_verdict_its_figures_against_budgets_and_one_plot_ea
     assert "retry_3x" not in rows["test_replica_failure"]  # figures are named for people, not by key
 
 
+def test_a_failed_scenario_shows_how_its_replays_went_flaky_or_reproduced(run_dir: Path):
+    (run_dir / "test_head_failure" / "replays.json").write_text(json.dumps(
+        {"replays": {"failed": 0, "of": 2, "text": "flaky: failed 0 of 2 replays"}}))
+    run = load_run(run_dir)
+    failed = run.scenario("test_head_failure")
+    assert failed.status is Status.FAIL and failed.flaky  # a FAIL on record, and flaky: never counted as a pass
+    assert not failed.as_expected and run.scenario("test_replica_failure").replays is None
+    html = write_run_report(run_dir).read_text()
+    assert "Replays on the same stack: flaky: failed 0 of 2 replays.</strong>" in html
+    assert "No replay repeated this failure: it is flaky" in html
+    (run_dir / "test_head_failure" / "replays.json").write_text(json.dumps(
+        {"replays": {"failed": 1, "of": 2, "text": "flaky: failed 1 of 2 replays"}}))
+    html = write_run_report(run_dir).read_text()
+    assert not load_run(run_dir).scenario("test_head_failure").flaky
+    assert "The failure came back: the\n    test failed." in html
+
+
 def test_every_link_on_the_page_is_relative_and_leads_to_a_file_of_the_run(run_dir: Path):
     html = write_run_report(run_dir).read_text()
     hrefs = [v for tag, attr, v in links(html) if not v.startswith("#")]

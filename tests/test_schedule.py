@@ -142,7 +142,7 @@ def test_both_workers_killed_in_one_step_is_replayed_then_shrunk_to_exactly_that
     assert sum(len(step) for step in result.original.schedule) > 2, result.explain()
     # replayed before shrinking: the same schedule failed every time
     assert result.replays is not None and (result.replays.failed, result.replays.of) == (2, 2)
-    assert "deterministic: failed 2 of 2 replays" in result.explain()
+    assert "deterministic: failed 2 of 2 replays" in result.explain() and not result.flaky
     replays = [e for e in result.examples if e.role is Role.REPLAY]
     assert [e.schedule for e in replays] == [result.original.schedule] * 2 and all(e.of == result.original.number
                                                                                   for e in replays)
@@ -217,8 +217,40 @@ def test_a_failure_that_does_not_come_back_is_flaky_with_its_count_and_is_not_sh
     assert result.verdict is Status.FAIL and result.replays is not None, result.explain()
     assert (result.replays.failed, result.replays.of) == (1, 3) and not result.replays.deterministic
     assert "flaky: failed 1 of 3 replays" in result.explain()
+    assert not result.flaky  # it came back in a replay: the test fails on it (only 0 of N is flaky, and warns)
     assert result.minimal is result.original  # not shrunk
     assert not [e for e in result.examples if e.role is Role.SHRINK]
+
+
+class OnceBothWorkers(WorkersOnlyFake):
+    """A stack that misbehaves once: the first pod kill of worker1 takes worker2 down with it, no later one does."""
+
+    kills = 0
+
+    def kill_node(self, node: str) -> None:
+        super().kill_node(node)
+        if node == "worker1":
+            type(self).kills += 1
+            if type(self).kills == 1:
+                super().kill_node("worker2")
+
+
+def test_a_failure_no_replay_repeats_is_flaky_and_the_scenario_test_warns_instead_of_failing(tmp_path):
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(budgets_toml(min_availability=0.5, max_outage_s=0.08))
+    config = ScheduleConfig(faults=("KillWorkerPod",), **FAST_SCHEDULE)
+    profile = ScheduleProfile("test", max_examples=3, max_steps=1, max_faults_per_step=1, replays=2,
+                              shrink_budget_s=60.0)
+    OnceBothWorkers.kills = 0
+    with OnceBothWorkers(WORKERS_ONLY) as cluster:
+        cluster.wait_healthy()
+        seed = next(s for s in range(100) if any(FaultSpec("KillWorkerPod", "worker1") in step
+                                                 for step in draw_schedules(s, config, profile)[0]))
+        result = run_schedule(cluster, tmp_path / "run", profile=profile, config=config, seed=seed, budgets=budgets,
+                              progress=quiet)
+        cluster.wait_healthy(timeout_s=5)
+    assert result.verdict is Status.FAIL and result.flaky, result.explain()  # a FAIL on record, flaky
+    assert "flaky: failed 0 of 2 replays" in result.explain()
 
 
 @pytest.fixture(scope="module")

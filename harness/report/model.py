@@ -35,6 +35,7 @@ from harness.records import (
     Budget,
     Figure,
     PhaseTiming,
+    Replays,
     ScenarioFolder,
     ScenarioResult,
     VerdictFileError,
@@ -130,6 +131,12 @@ class ScenarioSummary:
     problems: tuple[str, ...]  # what is missing or damaged, in words
     expected: Status = Status.PASS  # a control scenario (a broken stack) is expected to fail
     schedule: ScheduleView | None = None  # schedule.json, for a random schedule
+    replays: Replays | None = None  # replays.json: how this failed scenario did when run again on the same stack
+
+    @property
+    def flaky(self) -> bool:
+        """It failed, and every replay passed: a flaky failure (the test warned instead of failing)."""
+        return self.status is Status.FAIL and self.replays is not None and not self.replays.reproduced
 
     @property
     def outcome(self) -> Outcome:
@@ -345,6 +352,7 @@ def load_scenario(folder: Path, run_dir: Path | None = None) -> ScenarioSummary:
         status=status, reason=reason, result=result, history=history, figures=figures,
         files=files, logs=logs, problems=tuple(problems),
         expected=result.expected_status if result else Status.PASS, schedule=schedule,
+        replays=ScenarioFolder(folder).read_replays(),
     )
 
 

@@ -10,6 +10,7 @@ smallest schedule that still fails. See docs/random-schedules.md.
 - ``search``: run, replay, shrink; ``records``: what it leaves, ``schedule.json``.
 """
 
+from harness.records import Replays
 from harness.schedules.profiles import (
     PROFILE_ENV,
     PROFILES,
@@ -25,7 +26,6 @@ from harness.schedules.profiles import (
 from harness.schedules.records import (
     ExampleOutcome,
     ExampleRecord,
-    Replays,
     Role,
     ScheduleResult,
     Step,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from harness.records import Replays
 from harness.schedules.profiles import SCENARIO, ScheduleProfile, replay_hint
 from harness.schedules.spec import FaultSpec, Schedule, Topology, schedule_text
 from harness.verdict import Status
@@ -95,22 +96,6 @@ class ExampleRecord:
 
 
 @dataclass(frozen=True)
-class Replays:
-    """How often a failing schedule failed when run again: deterministic, or flaky."""
-
-    failed: int
-    of: int
-
-    @property
-    def deterministic(self) -> bool:
-        return self.failed == self.of
-
-    def text(self) -> str:
-        kind = "deterministic" if self.deterministic else "flaky"
-        return f"{kind}: failed {self.failed} of {self.of} replays"
-
-
-@dataclass(frozen=True)
 class ScheduleResult:
     """What a run of schedules found; ``schedule.json`` holds the same."""
 
@@ -126,6 +111,11 @@ class ScheduleResult:
     path: Path  # schedule.json
     seconds: float
     topology: Topology
+
+    @property
+    def flaky(self) -> bool:
+        """A schedule failed and every replay of it passed: reported as found (it is not shrunk), never a pass."""
+        return self.original is not None and self.replays is not None and not self.replays.reproduced
 
     def explain(self) -> str:
         text = [f"random schedule {self.verdict}: {self.reason}", f"seed {self.seed} ({replay_hint(self.seed)})"]

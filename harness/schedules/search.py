@@ -30,7 +30,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from harness.known_issues import KnownIssue
-from harness.records import HISTORY, LOGS_ERROR, SCHEDULE, VERDICT, ScenarioFolder
+from harness.records import (
+    HISTORY,
+    LOGS_ERROR,
+    SCHEDULE,
+    VERDICT,
+    Replays,
+    ScenarioFolder,
+)
 from harness.schedules.draw import draw_schedules
 from harness.schedules.profiles import (
     SCENARIO,
@@ -44,7 +51,6 @@ from harness.schedules.profiles import (
 from harness.schedules.records import (
     ExampleOutcome,
     ExampleRecord,
-    Replays,
     Role,
     ScheduleResult,
 )
