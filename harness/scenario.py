@@ -56,6 +56,9 @@ CONFIRM_INTERVAL_S = 0.25
 RECOVER_INTERVAL_S = 1.0
 BEFORE, AFTER = "before", "after"  # the snapshots' labels in the history
 FOLLOW_UP = "follow-up"  # the detail of a follow-up fault's INJECT event
+# the stack's events that say how an injection reached the cluster (the fault agent, or a one-shot driver where
+# it was down): each one the injection caused is noted in the scenario's history, with its delay
+DRIVER_EVENTS = ("agent_fallback", "actor_killed", "actor_kill_failed")
 
 
 def split_endpoints(labels: Iterable[str], targets: set[str]) -> tuple[list[str], list[str]]:
@@ -171,7 +174,17 @@ class ScenarioRun:
         event = self.writer.event(EventKind.INJECT, fault.name, fault.target, FOLLOW_UP if follow_up else "")
         if follow_up and self.follow_up_at is None:
             self.follow_up_at = event.t_mono
+        asked = time.time()
         fault.inject()
+        self._note_how_sent(fault, asked)
+
+    def _note_how_sent(self, fault: Fault, asked_wall: float) -> None:
+        """The history says how the injection went out: sent by the fault agent (and when, by its clock), or by a
+        one-shot driver because the agent was down (the stack's events, written as the backend chose)."""
+        for e in self.cluster.events():
+            if e.kind in DRIVER_EVENTS and e.t_wall >= asked_wall - 0.001:
+                self.writer.note(f"{e.kind} {e.target}: {e.detail[:240]} (+{e.t_wall - asked_wall:.3f}s after the "
+                                 f"harness asked)", name=fault.name, target=fault.target)
 
     def confirm(self, fault: Fault, timeout_s: float | None = None) -> bool:
         """Wait until the fault has really taken effect; nothing counts before that. A fault that never

@@ -104,7 +104,8 @@ def test_a_killed_agent_is_down_at_once_and_its_stale_socket_is_not_taken_for_it
     wait_until("the killed agent to be gone", lambda: not system.pid_alive(launches[0]), timeout_s=10)
     subprocess.run(["true"])  # noqa: S607 - lets subprocess reap the killed child
     assert (folder / "agent.sock").exists(), "the test proves nothing: the socket went with the process"
-    with pytest.raises(AgentDown, match="not answering"):
+    # refused, or (the kernel still closing its listener) accepted and reset: either way down, at once
+    with pytest.raises(AgentDown, match="not answering|the connection broke"):
         agent.run("print(1)", timeout_s=5)
     assert not (folder / "agent.sock").exists(), "the stale socket stayed"
 

@@ -280,6 +280,20 @@ def test_phases_are_recorded_in_the_guides_order(cluster: FakeCluster, make_run)
     assert [s.label for s in history.snapshots] == ["before", "after"]
 
 
+def test_the_history_notes_how_each_kill_went_out_and_only_the_kills_the_injection_caused(cluster: FakeCluster,
+                                                                                          make_run):
+    cluster.kill_actor("SERVE_PROXY_ACTOR-stale", no_restart=True)  # before the scenario: not its kill
+    run = make_run(cluster, "replica_failure")
+    guide.replica_failure(run, cluster, "worker1")
+    notes = [e for e in run.history().events if e.kind is EventKind.NOTE and e.detail.startswith("actor_")]
+    assert len(notes) == 1, [e.detail for e in notes]  # the scenario's one kill (not the one before it)
+    (note,) = notes
+    assert note.name == "KillReplica" and note.target == "worker1"
+    assert note.detail.startswith("actor_killed SERVE_REPLICA::") and "after the harness asked)" in note.detail
+    inject = next(e for e in run.history().events if e.kind is EventKind.INJECT)
+    assert inject.t_mono <= note.t_mono
+
+
 # -- what must fail fails ------------------------------------------------------------------------------
 
 

@@ -150,6 +150,8 @@ class AgentClient:
                         continue
                     return message
             except (ConnectionResetError, BrokenPipeError) as exc:  # it was dying as we connected
+                if self.pid() is None:  # and is dead now: its socket is stale
+                    self.socket_path.unlink(missing_ok=True)
                 raise AgentDown(f"the connection broke ({type(exc).__name__}): it died") from None
         finally:
             sock.close()
