@@ -69,6 +69,8 @@ bench: setup
 	$(PY) benchmarks/stack_bench.py
 	$(PY) benchmarks/traffic_bench.py
 	$(PY) benchmarks/agent_bench.py
+	$(PY) benchmarks/locust_compare.py
+	$(PY) benchmarks/observer_bench.py
 	$(PY) benchmarks/suite_bench.py
 
 # Repetition with statistics: the seed suite N times, pass rates and the spread of outage and recovery.
