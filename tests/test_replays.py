@@ -109,7 +109,7 @@ def run_inner(tmp_path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-W",
                            "default::harness.pytest_plugin.FlakyVerdict", "--report-dir", str(tmp_path / "reports"),
                            str(tmp_path / "test_inner.py"), *args],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                          check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
 
 def test_the_replay_fixture_runs_a_failure_again_in_folders_of_its_own(tmp_path):
