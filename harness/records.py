@@ -118,6 +118,12 @@ class Replays:
         return f"{kind}: failed {self.failed} of {self.of} replays"
 
 
+def flaky_failure(failed: bool, replays: Replays | None) -> bool:
+    """The one rule for scenarios, schedules and the report: a failure that was replayed and that no replay
+    repeated is flaky (reported as found, never a pass); one that came back, or was never replayed, is not."""
+    return failed and replays is not None and not replays.reproduced
+
+
 @dataclass(frozen=True)
 class PhaseTiming:
     name: str
@@ -196,7 +202,7 @@ class Judged:
 
     @property
     def flaky(self) -> bool:
-        return self.first.outcome is Outcome.FAILED and self.replays is not None and not self.replays.reproduced
+        return flaky_failure(self.first.outcome is Outcome.FAILED, self.replays)
 
     def explain(self) -> str:
         text = f"{self.first.scenario}: {explain(self.first.verdict)}"

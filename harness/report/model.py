@@ -39,6 +39,7 @@ from harness.records import (
     ScenarioFolder,
     ScenarioResult,
     VerdictFileError,
+    flaky_failure,
 )
 from harness.verdict import Resolution, Status, Verdict, explain
 
@@ -136,7 +137,7 @@ class ScenarioSummary:
     @property
     def flaky(self) -> bool:
         """It failed, and every replay passed: a flaky failure (the test warned instead of failing)."""
-        return self.status is Status.FAIL and self.replays is not None and not self.replays.reproduced
+        return flaky_failure(self.status is Status.FAIL, self.replays)
 
     @property
     def outcome(self) -> Outcome:

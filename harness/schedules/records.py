@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from harness.records import Replays
+from harness.records import Replays, flaky_failure
 from harness.schedules.profiles import SCENARIO, ScheduleProfile, replay_hint
 from harness.schedules.spec import FaultSpec, Schedule, Topology, schedule_text
 from harness.verdict import Status
@@ -115,7 +115,7 @@ class ScheduleResult:
     @property
     def flaky(self) -> bool:
         """A schedule failed and every replay of it passed: reported as found (it is not shrunk), never a pass."""
-        return self.original is not None and self.replays is not None and not self.replays.reproduced
+        return flaky_failure(self.original is not None, self.replays)
 
     def explain(self) -> str:
         text = [f"random schedule {self.verdict}: {self.reason}", f"seed {self.seed} ({replay_hint(self.seed)})"]
