@@ -415,8 +415,7 @@ def serve_chaos_scenario(request: pytest.FixtureRequest, report_dir: Path, pytes
 
 
 @pytest.fixture
-def serve_chaos_replay(serve_chaos_scenario, request: pytest.FixtureRequest, report_dir: Path,
-                       pytestconfig: pytest.Config):
+def serve_chaos_replay(serve_chaos_scenario, request: pytest.FixtureRequest, pytestconfig: pytest.Config):
     """``replay(cluster, name, run_it, **kwargs)`` runs ``run_it(scenario(cluster, name, **kwargs))``; when the
     result is a failure (outcome FAILED: a scenario that should pass failed, or a known issue's scenario failed
     otherwise than the issue says; never an UNKNOWN or a control), it runs it again ``--serve-chaos-replays`` times (each in a
@@ -426,7 +425,8 @@ def serve_chaos_replay(serve_chaos_scenario, request: pytest.FixtureRequest, rep
     from harness.records import Judged, ScenarioFolder
 
     def replay(cluster, name: str, run_it, **kwargs) -> Judged:
-        first = run_it(serve_chaos_scenario(cluster, name, **kwargs))
+        run = serve_chaos_scenario(cluster, name, **kwargs)
+        first = run_it(run)
         if first.outcome is not Outcome.FAILED:  # a pass, an UNKNOWN, a control, a known issue as it says
             return Judged(first)
         count = int(setting(pytestconfig, REPLAY_OPTION))
@@ -434,11 +434,12 @@ def serve_chaos_replay(serve_chaos_scenario, request: pytest.FixtureRequest, rep
         again, folders = [], []
         for n in range(1, count + 1):
             say(f"[{name}] failed: replay {n} of {count} on the same stack, to tell a flaky failure from a real one")
-            again.append(run_it(serve_chaos_scenario(cluster, name, replay=n, **kwargs)))
-            folders.append(f"{run_folder_name(request.node)}-replay{n}")
+            replayed = serve_chaos_scenario(cluster, name, replay=n, **kwargs)
+            again.append(run_it(replayed))
+            folders.append(replayed.out_dir.name)
         judged = Judged(first, tuple(again), tuple(folders))
         if judged.replays is not None:
-            ScenarioFolder(report_dir / run_folder_name(request.node)).write_replays(judged)
+            ScenarioFolder(run.out_dir).write_replays(judged)
             say(f"[{name}] replays: {judged.replays.text()}")
             request.node.user_properties.append(("serve_chaos_replays", judged.replays.text()))  # JUnit
         return judged

@@ -63,6 +63,8 @@ def test_replays_json_is_written_and_read_back(tmp_path):
 
 
 INNER = '''
+from types import SimpleNamespace
+
 import pytest
 from harness.pytest_plugin import assert_passed
 from harness.records import Budget, ScenarioResult
@@ -71,10 +73,10 @@ from harness.verdict import Status, Verdict
 RUNS = []
 
 @pytest.fixture
-def serve_chaos_scenario(request):
-    def make(cluster, name, *, replay=0, **kwargs):
+def serve_chaos_scenario(request, report_dir):
+    def make(cluster, name, *, replay=0, **kwargs):  # a run's folder, named as the plugin's own factory names it
         RUNS.append((request.node.name, replay))
-        return replay
+        return SimpleNamespace(out_dir=report_dir / (request.node.name + (f"-replay{replay}" if replay else "")))
     return make
 
 def scripted(*statuses, expected=Status.PASS):
