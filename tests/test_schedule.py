@@ -187,33 +187,56 @@ def test_the_minimal_schedule_replays_to_the_same_failure(bad_run, tmp_path):
     assert "traffic_within_budget" in replay.reason and "head" in replay.reason
 
 
-class SometimesBothWorkers(WorkersOnlyFake):
-    """A flaky stack: every other pod kill of worker1 takes worker2 down with it."""
+class BothWorkersOnSomeKills(WorkersOnlyFake):
+    """A flaky stack: on the pod kills of worker1 that ``takes_both`` picks (by their count), worker2 goes down
+    with it."""
 
     kills = 0
+
+    @staticmethod
+    def takes_both(kill: int) -> bool:
+        raise NotImplementedError
 
     def kill_node(self, node: str) -> None:
         super().kill_node(node)
         if node == "worker1":
             type(self).kills += 1
-            if type(self).kills % 2 == 1:
+            if self.takes_both(type(self).kills):
                 super().kill_node("worker2")
 
 
-def test_a_failure_that_does_not_come_back_is_flaky_with_its_count_and_is_not_shrunk(tmp_path):
+class SometimesBothWorkers(BothWorkersOnSomeKills):
+    """Every other pod kill of worker1 takes worker2 down with it."""
+
+    takes_both = staticmethod(lambda kill: kill % 2 == 1)
+
+
+class OnceBothWorkers(BothWorkersOnSomeKills):
+    """Only the first pod kill of worker1 takes worker2 down with it."""
+
+    takes_both = staticmethod(lambda kill: kill == 1)
+
+
+def flaky_schedule(tmp_path: Path, stack: type[BothWorkersOnSomeKills], replays: int):
+    """Pod kills of worker1 on ``stack``, from the first seed whose first schedule kills it, ``replays`` replays."""
     budgets = tmp_path / "budgets.toml"
     budgets.write_text(budgets_toml(min_availability=0.5, max_outage_s=0.08))
     config = ScheduleConfig(faults=("KillWorkerPod",), **FAST_SCHEDULE)
-    profile = ScheduleProfile("test", max_examples=3, max_steps=1, max_faults_per_step=1, replays=3,
+    profile = ScheduleProfile("test", max_examples=3, max_steps=1, max_faults_per_step=1, replays=replays,
                               shrink_budget_s=60.0)
-    SometimesBothWorkers.kills = 0
-    with SometimesBothWorkers(WORKERS_ONLY) as cluster:
+    stack.kills = 0
+    with stack(WORKERS_ONLY) as cluster:
         cluster.wait_healthy()
         seed = next(s for s in range(100) if any(FaultSpec("KillWorkerPod", "worker1") in step
                                                  for step in draw_schedules(s, config, profile)[0]))
         result = run_schedule(cluster, tmp_path / "run", profile=profile, config=config, seed=seed, budgets=budgets,
                               progress=quiet)
         cluster.wait_healthy(timeout_s=5)
+    return result
+
+
+def test_a_failure_that_does_not_come_back_is_flaky_with_its_count_and_is_not_shrunk(tmp_path):
+    result = flaky_schedule(tmp_path, SometimesBothWorkers, replays=3)
     assert result.verdict is Status.FAIL and result.replays is not None, result.explain()
     assert (result.replays.failed, result.replays.of) == (1, 3) and not result.replays.deterministic
     assert "flaky: failed 1 of 3 replays" in result.explain()
@@ -222,33 +245,8 @@ def test_a_failure_that_does_not_come_back_is_flaky_with_its_count_and_is_not_sh
     assert not [e for e in result.examples if e.role is Role.SHRINK]
 
 
-class OnceBothWorkers(WorkersOnlyFake):
-    """A stack that misbehaves once: the first pod kill of worker1 takes worker2 down with it, no later one does."""
-
-    kills = 0
-
-    def kill_node(self, node: str) -> None:
-        super().kill_node(node)
-        if node == "worker1":
-            type(self).kills += 1
-            if type(self).kills == 1:
-                super().kill_node("worker2")
-
-
 def test_a_failure_no_replay_repeats_is_flaky_and_the_scenario_test_warns_instead_of_failing(tmp_path):
-    budgets = tmp_path / "budgets.toml"
-    budgets.write_text(budgets_toml(min_availability=0.5, max_outage_s=0.08))
-    config = ScheduleConfig(faults=("KillWorkerPod",), **FAST_SCHEDULE)
-    profile = ScheduleProfile("test", max_examples=3, max_steps=1, max_faults_per_step=1, replays=2,
-                              shrink_budget_s=60.0)
-    OnceBothWorkers.kills = 0
-    with OnceBothWorkers(WORKERS_ONLY) as cluster:
-        cluster.wait_healthy()
-        seed = next(s for s in range(100) if any(FaultSpec("KillWorkerPod", "worker1") in step
-                                                 for step in draw_schedules(s, config, profile)[0]))
-        result = run_schedule(cluster, tmp_path / "run", profile=profile, config=config, seed=seed, budgets=budgets,
-                              progress=quiet)
-        cluster.wait_healthy(timeout_s=5)
+    result = flaky_schedule(tmp_path, OnceBothWorkers, replays=2)
     assert result.verdict is Status.FAIL and result.flaky, result.explain()  # a FAIL on record, flaky
     assert "flaky: failed 0 of 2 replays" in result.explain()
 
