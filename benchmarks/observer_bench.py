@@ -47,6 +47,11 @@ def figure(result: ScenarioResult, key: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def inject_s(result: ScenarioResult) -> float | None:
+    """How long the inject phase took (call -> the fault sent, as the scenario timed it)."""
+    return next((p.seconds for p in result.phases if p.name == "inject"), None)
+
+
 def lowest_endpoint(result: ScenarioResult) -> float | None:
     """The raw availability of the worst serving endpoint (the figure the budget holds every endpoint to)."""
     prefix = f"{Figure.AVAILABILITY}."
@@ -81,11 +86,11 @@ def main() -> int:
                     folder = root / f"{name}-{'agent' if agent else 'oneshot'}-{rep}"
                     result = run_one(cluster, name, folder)
                     results.setdefault((label, name), []).append(result)
-                    inject = next((p.seconds for p in result.phases if p.name == "inject"), float("nan"))
+                    inject = inject_s(result)
                     print(f"  rep {rep} {name:<19} {label:<16} {result.outcome!s:<17} lowest endpoint "
                           f"{lowest_endpoint(result)} outage {figure(result, Figure.LONGEST_OUTAGE)}s "
                           f"failed {figure(result, Figure.FAILURES)} of {figure(result, Figure.REQUESTS)} "
-                          f"inject {inject:.2f}s ({time.monotonic() - started:.0f}s so far)", flush=True)
+                          f"inject {inject if inject is None else round(inject, 2)}s ({time.monotonic() - started:.0f}s so far)", flush=True)
     finally:
         cluster.use_agent = True
         cluster.down()
@@ -95,12 +100,11 @@ def main() -> int:
         print(f"{name}:")
         for label, _ in PATHS:
             rows = results.get((label, name), [])
-            inject = [next((p.seconds for p in r.phases if p.name == "inject"), None) for r in rows]
             print(f"  {label:<16} lowest endpoint availability {summary([lowest_endpoint(r) for r in rows], '.4f')}; "
                   f"longest outage {summary([figure(r, Figure.LONGEST_OUTAGE) for r in rows], '.3f', max)} s; "
                   f"failed requests {sum(figure(r, Figure.FAILURES) or 0 for r in rows):.0f} of "
                   f"{sum(figure(r, Figure.REQUESTS) or 0 for r in rows):.0f}; "
-                  f"inject phase {summary(inject, '.2f', max)} s; "
+                  f"inject phase {summary([inject_s(r) for r in rows], '.2f', max)} s; "
                   f"as expected {sum(r.outcome.as_expected for r in rows)}/{len(rows)}")
     return 0
 
