@@ -14,8 +14,8 @@ connection carries one JSON request line and gets one JSON answer line:
 
 A snippet runs as a one-shot driver's would (``ray`` is imported and attached; what it writes to stdout and
 stderr is its output, sent as it is written, ``{"stream": "stdout", "text": ...}`` lines before the answer, so a
-caller that gives up keeps what was printed; ``SystemExit`` sets the exit code). Requests are served on threads, each with its own output, so a slow one
-does not hold up the next. The agent dies with the head (its PID namespace); the client starts it again.
+caller that gives up keeps what was printed; ``SystemExit`` sets the exit code). Requests are served on threads,
+each with its own output, so a slow one does not hold up the next. The agent dies with the head (its PID namespace); the client starts it again.
 """
 
 from __future__ import annotations
