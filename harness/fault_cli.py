@@ -16,6 +16,7 @@ from harness.faults import (
     CATALOGUE,
     FaultError,
     FaultKind,
+    HeldFault,
     TargetKind,
     fault_kind,
 )
@@ -23,7 +24,7 @@ from harness.identity import identities
 from harness.stack.cluster import Cluster
 from harness.stack.config import ConfigError
 from harness.stack.errors import StackError
-from harness.waiting import WaitTimeout, wait_until
+from harness.waiting import WaitTimeout, observation_window, wait_until
 
 
 def _target(cluster: Cluster, kind: FaultKind, target: str | None) -> str:
@@ -32,6 +33,10 @@ def _target(cluster: Cluster, kind: FaultKind, target: str | None) -> str:
         return target or "head"
     if kind.target is TargetKind.CONTROLLER:
         return "controller"
+    if kind.target is TargetKind.REDIS:
+        return "redis"
+    if kind.target is TargetKind.APP:
+        return target or cluster.app().application
     if target:
         return target
     workers = cluster.worker_names()
@@ -47,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("fault", choices=sorted(k.cli for k in CATALOGUE), metavar="FAULT",
                    help="one of: " + ", ".join(k.cli for k in CATALOGUE))
     p.add_argument("--target", help="the node (default: the last running worker; the head for kill-head)")
+    p.add_argument("--hold", type=float, default=None,
+                   help="seconds a held fault (freeze, partition, degrade, redis-down) lasts before it is ended "
+                        "(default: the fault's own, 10 s)")
     p.add_argument("--recover-timeout", type=float, default=120.0, help="seconds to wait for recovery")
     p.add_argument("--json", action="store_true", help="print the timeline and the identity evidence as JSON at the end")
     add_stack_options(p)
@@ -70,6 +78,8 @@ def _inject(cluster: Cluster, args: argparse.Namespace) -> int:
         before = cluster.wait_healthy(timeout_s=30)
         kind = fault_kind(args.fault)
         fault = kind.build(cluster, _target(cluster, kind, args.target), cluster.app())
+        if isinstance(fault, HeldFault) and args.hold is not None:
+            fault.hold_s = args.hold
     except (StackError, FaultError, WaitTimeout) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.UNKNOWN if isinstance(exc, FaultError) else ExitCode.STACK
@@ -89,6 +99,10 @@ def _inject(cluster: Cluster, args: argparse.Namespace) -> int:
         say("injected", "injected")
         wait_until(f"{fault.name} to take effect", fault.taken_effect, timeout_s=30, interval_s=0.1)
         say("took_effect", "took effect")
+        if isinstance(fault, HeldFault):
+            observation_window(f"{fault.name} held", fault.hold_s)
+            fault.heal()
+            say("healed", f"ended after a hold of {fault.hold_s:g}s")
         wait_until(f"{fault.name} to recover", fault.recovered, timeout_s=args.recover_timeout, interval_s=0.25)
         say("recovered", "recovered" + (f": {'; '.join(fault.findings)}" if fault.findings else ""))
     except (FaultError, WaitTimeout) as exc:

@@ -1,4 +1,4 @@
-"""Faults: the failures of the fault-tolerance guide as small objects.
+"""Faults: the failures of the fault-tolerance guide, and those beyond it, as small objects.
 
 Each fault has ``inject()``, an idempotent ``heal()``, and two probes that are questions:
 ``taken_effect()`` (did the failure really happen?) and ``recovered()`` (is the stack back, by identity
@@ -6,6 +6,10 @@ evidence, not just by answering?). A probe that cannot see (the head's API is do
 nothing) answers "not yet", never "yes": an empty observation is not evidence. ``findings`` carries what the
 fault learnt (e.g. whether a proxy was restarted by Ray or replaced by the controller). Faults talk to a
 backend only through the Cluster protocol. ``CATALOGUE`` is the one list of them, by kind and CLI name.
+
+A kill is over once sent; Ray does the rest. A *held* fault (a freeze, a partition) lasts until the harness
+ends it: it carries ``hold_s``, the procedure holds it that long, then ``heal()`` ends it, and only then is
+"recovered" asked (``HeldFault``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import requests
 
@@ -44,6 +48,13 @@ class Fault(Protocol):
     def heal(self) -> None: ...
     def taken_effect(self) -> bool: ...
     def recovered(self) -> bool: ...
+
+
+@runtime_checkable
+class HeldFault(Fault, Protocol):
+    """A fault that lasts until ``heal()`` ends it, held ``hold_s`` by the procedure."""
+
+    hold_s: float
 
 
 def _ray_node_id(status: StackStatus, node: str) -> str | None:
@@ -374,6 +385,311 @@ class FailHealthCheck:
 
 
 # ---------------------------------------------------------------------------------------------
+# Beyond the guide: faults held until the harness ends them (a hang, a partition).
+
+def _node_rejoined(cluster: Cluster, node: str, old_node_id: str | None, findings: list[str]) -> bool:
+    """After a hang or a partition: the node is ALIVE in Ray again (under its old node id: it rode the fault
+    out; under a new one: Ray declared it dead and it came back as a new node) and the stack is healthy."""
+    status = cluster.status()
+    new_id = _ray_node_id(status, node)
+    if new_id is None or not status.serve_api_reachable:
+        return False
+    if cluster.health_problem() is not None:
+        return False
+    how = "kept its Ray node id (Ray rode the fault out)" if new_id == old_node_id else \
+        f"came back as a new Ray node ({(old_node_id or '?')[:8]} -> {new_id[:8]}: Ray had declared it dead)"
+    findings[:] = [f"{node} {how}"]
+    return True
+
+
+@dataclass
+class FreezeNode:
+    """SIGSTOP every process of a worker (a hung VM) for ``hold_s``, then SIGCONT."""
+
+    cluster: Cluster
+    target: str
+    hold_s: float = 10.0
+    name: str = "FreezeNode"
+    findings: list[str] = field(default_factory=list)
+    _pids: set[int] = field(default_factory=set)
+    _old_node_id: str | None = None
+    _frozen: bool = False
+
+    def inject(self) -> None:
+        status = self.cluster.status()
+        self._pids = _target_pids(self.cluster, status, self.target)
+        self._old_node_id = _ray_node_id(status, self.target)
+        self._frozen = True  # before the signals: heal() thaws whatever part of it was reached
+        self.cluster.freeze_node(self.target)
+
+    def taken_effect(self) -> bool:
+        """Every process the node had at the injection is stopped (the kernel says T)."""
+        procs = [p for p in self.cluster.node_processes(self.target) if p.host_pid in self._pids]
+        return bool(procs) and all(p.stopped for p in procs)
+
+    def recovered(self) -> bool:
+        if any(p.stopped for p in self.cluster.node_processes(self.target)):
+            return False
+        return _node_rejoined(self.cluster, self.target, self._old_node_id, self.findings)
+
+    def heal(self) -> None:
+        if self._frozen:
+            self.cluster.thaw_node(self.target)
+            self._frozen = False
+
+
+@dataclass
+class FreezeProxy:
+    """SIGSTOP the proxy actor of ``target`` (a hung proxy: its port accepts, nothing answers) for ``hold_s``."""
+
+    cluster: Cluster
+    target: str
+    hold_s: float = 10.0
+    name: str = "FreezeProxy"
+    findings: list[str] = field(default_factory=list)
+    before: ProxyInfo | None = None
+    _frozen: bool = False
+
+    def inject(self) -> None:
+        self.before = next((p for p in self.cluster.status().proxies if p.node == self.target), None)
+        if self.before is None or self.before.pid is None:
+            raise FaultError(f"no proxy with a PID on {self.target}")
+        self._frozen = True
+        self.cluster.freeze_process(self.target, self.before.pid)
+
+    def taken_effect(self) -> bool:
+        assert self.before is not None
+        return any(p.ns_pid == self.before.pid and p.stopped for p in self.cluster.node_processes(self.target))
+
+    def recovered(self) -> bool:
+        """The node's proxy is HEALTHY, not stopped, and answers: the same process (it survived the hang) or a
+        new one (the controller gave up on it and replaced it)."""
+        assert self.before is not None
+        now = next((p for p in self.cluster.status().proxies if p.node == self.target), None)
+        if now is None or now.status != "HEALTHY" or now.pid is None:
+            return False
+        if any(p.ns_pid == now.pid and p.stopped for p in self.cluster.node_processes(self.target)):
+            return False
+        if not answers(probe_url(now.url or "", self.cluster.app()), timeout_s=2.0):
+            return False
+        how = "survived the hang (same process)" if now.pid == self.before.pid else \
+            f"was replaced (pid {self.before.pid} -> {now.pid})"
+        self.findings[:] = [f"proxy on {self.target} {how}"]
+        return self.cluster.health_problem() is None
+
+    def heal(self) -> None:
+        if self._frozen and self.before is not None and self.before.pid is not None:
+            self.cluster.thaw_process(self.target, self.before.pid)
+            self._frozen = False
+
+
+@dataclass
+class PartitionNode:
+    """No packet between ``target`` and ``peer`` (the head, or Redis), either way, for ``hold_s``."""
+
+    cluster: Cluster
+    target: str
+    peer: str = "head"
+    hold_s: float = 10.0
+    name: str = "PartitionNode"
+    findings: list[str] = field(default_factory=list)
+    _old_node_id: str | None = None
+    _cut: bool = False
+
+    def inject(self) -> None:
+        status = self.cluster.status()
+        if self.target not in {n.name for n in status.nodes}:
+            raise FaultError(f"no node named {self.target!r}; nodes: {', '.join(n.name for n in status.nodes)}")
+        self._old_node_id = _ray_node_id(status, self.target)
+        self._cut = True
+        self.cluster.partition(self.target, self.peer)
+
+    def taken_effect(self) -> bool:
+        """The cut is in place (both directions), as the backend reads it back."""
+        return self.peer in self.cluster.partitioned_from(self.target)
+
+    def recovered(self) -> bool:
+        if self.peer in self.cluster.partitioned_from(self.target):
+            return False
+        return _node_rejoined(self.cluster, self.target, self._old_node_id, self.findings)
+
+    def heal(self) -> None:
+        if self._cut:
+            self.cluster.unpartition(self.target, self.peer)
+            self._cut = False
+
+
+@dataclass
+class DegradeNetwork:
+    """A slow, lossy link into ``target`` (tbf bandwidth, iptables random drop; no netem here) for ``hold_s``."""
+
+    cluster: Cluster
+    target: str
+    rate_kbit: int = 1000
+    loss: float = 0.05
+    hold_s: float = 10.0
+    name: str = "DegradeNetwork"
+    findings: list[str] = field(default_factory=list)
+    _old_node_id: str | None = None
+    _degraded: bool = False
+
+    def inject(self) -> None:
+        status = self.cluster.status()
+        if self.target not in {n.name for n in status.nodes}:
+            raise FaultError(f"no node named {self.target!r}; nodes: {', '.join(n.name for n in status.nodes)}")
+        self._old_node_id = _ray_node_id(status, self.target)
+        self._degraded = True
+        self.cluster.degrade_network(self.target, self.rate_kbit, self.loss)
+
+    def taken_effect(self) -> bool:
+        return self.cluster.network_degradation(self.target) is not None
+
+    def recovered(self) -> bool:
+        if self.cluster.network_degradation(self.target) is not None:
+            return False
+        return _node_rejoined(self.cluster, self.target, self._old_node_id, self.findings)
+
+    def heal(self) -> None:
+        if self._degraded:
+            self.cluster.restore_network(self.target)
+            self._degraded = False
+
+
+REDIS = "redis"
+
+
+@dataclass
+class RedisDown:
+    """Redis stopped for ``hold_s`` while the head runs (its data kept: appendonly), then started again; with
+    ``kill_head``, the head is killed too while Redis is down (its restart cannot reach its GCS storage)."""
+
+    cluster: Cluster
+    target: str = REDIS
+    kill_head: bool = False
+    hold_s: float = 10.0
+    name: str = "RedisDown"
+    findings: list[str] = field(default_factory=list)
+    _old_head_id: str | None = None
+    _old_head_pids: set[int] = field(default_factory=set)
+    _old_head_replicas: set[str] = field(default_factory=set)
+    _down: bool = False
+
+    def inject(self) -> None:
+        status = self.cluster.status()
+        if not self.cluster.node_processes(REDIS):
+            raise FaultError("Redis is not running: there is no outage to cause")
+        self._old_head_id = _ray_node_id(status, "head")
+        self._old_head_replicas = _replica_ids_on(status, "head")
+        self._down = True
+        self.cluster.stop_node(REDIS)
+        if self.kill_head:
+            self._old_head_pids = _target_pids(self.cluster, status, "head")
+            self.cluster.kill_node("head")
+
+    def taken_effect(self) -> bool:
+        if self.cluster.node_processes(REDIS):
+            return False
+        return not self.kill_head or not self._old_head_pids & _pids(self.cluster, "head")
+
+    def recovered(self) -> bool:
+        if not self.cluster.node_alive(REDIS):
+            return False
+        if self.kill_head:
+            controller = self.cluster.status().controller
+            if controller is None or controller.pid is None:
+                return False
+            if not _node_back(self.cluster, "head", self._old_head_id, self._old_head_replicas):
+                return False
+            self.findings[:] = ["the head came back as a new Ray node on the restarted Redis"]
+            return True
+        return _node_rejoined(self.cluster, "head", self._old_head_id, self.findings)
+
+    def heal(self) -> None:
+        if self._down:
+            self.cluster.start_node(REDIS)
+            self._down = False
+
+
+@dataclass
+class DrainNode:
+    """SIGTERM a worker as Kubernetes does before deleting its pod (Ray drains it if its environment turns
+    graceful drain on); its restart policy brings it back as a new node."""
+
+    cluster: Cluster
+    target: str
+    name: str = "DrainNode"
+    findings: list[str] = field(default_factory=list)
+    _old_pids: set[int] = field(default_factory=set)
+    _old_node_id: str | None = None
+    _old_replicas: set[str] = field(default_factory=set)
+    _sent_at: float | None = None
+
+    def inject(self) -> None:
+        status = self.cluster.status()
+        self._old_pids = _target_pids(self.cluster, status, self.target)
+        self._old_node_id = _ray_node_id(status, self.target)
+        self._old_replicas = _replica_ids_on(status, self.target)
+        self.cluster.terminate_node(self.target)
+
+    def taken_effect(self) -> bool:
+        """Every process the node had is gone: the drain (if any) ran and the node exited."""
+        return not self._old_pids & _pids(self.cluster, self.target)
+
+    def recovered(self) -> bool:
+        return _node_back(self.cluster, self.target, self._old_node_id, self._old_replicas)
+
+    def heal(self) -> None:
+        """The grace period is over: what still runs of the old node is killed, as the kubelet does."""
+        left = self._old_pids & _pids(self.cluster, self.target)
+        if left:
+            self.cluster.kill_node(self.target)
+            self.findings.append(f"{len(left)} processes outlived the grace period and were killed")
+
+
+@dataclass
+class UpgradeApp:
+    """A new version of the application's code applied under traffic, as a RayService update does: Serve
+    replaces every replica of it, rolling. ``heal()`` applies the stack's own version again."""
+
+    cluster: Cluster
+    target: str  # the application
+    deployment: str  # the deployment whose replicas are watched (the app's)
+    version: str = "2"
+    name: str = "UpgradeApp"
+    findings: list[str] = field(default_factory=list)
+    old: frozenset[str] = frozenset()
+    _applied: bool = False
+
+    def inject(self) -> None:
+        self.old = frozenset(r.replica_id for r in self.cluster.status().running(self.deployment))
+        if not self.old:
+            raise FaultError(f"no RUNNING replica of {self.deployment} to upgrade")
+        self._applied = True
+        self.cluster.upgrade_app(self.target, self.version)
+
+    def taken_effect(self) -> bool:
+        """A replica of the new version runs (one Serve did not list before)."""
+        status = self.cluster.status()
+        return status.serve_api_reachable and bool({r.replica_id for r in status.running(self.deployment)} - self.old)
+
+    def recovered(self) -> bool:
+        """As many replicas RUNNING as before, every one of the new version, none of the old listed."""
+        status = self.cluster.status()
+        running = {r.replica_id for r in status.running(self.deployment)}
+        if not status.serve_api_reachable or len(running) < len(self.old) or running & self.old:
+            return False
+        if any(r.replica_id in self.old for r in status.replicas):
+            return False
+        self.findings[:] = [f"{len(self.old)} replicas of {self.deployment} replaced by version {self.version}"]
+        return self.cluster.health_problem() is None
+
+    def heal(self) -> None:
+        if self._applied:
+            self.cluster.upgrade_app(self.target, None)
+            self._applied = False
+
+
+# ---------------------------------------------------------------------------------------------
 # The one catalogue of faults: the CLI (`serve-chaos inject`), the random schedules and the guide's
 # scenarios build faults here, by kind (``KillReplica``) or by the CLI's name (``kill-replica``).
 
@@ -383,6 +699,8 @@ class TargetKind(StrEnum):
     NODE = "node"  # any node with a proxy
     HEAD = "head"
     CONTROLLER = "controller"  # the Serve controller (no node)
+    REDIS = "redis"  # the GCS's Redis
+    APP = "app"  # the application under test (its name)
 
 
 @dataclass(frozen=True)
@@ -420,6 +738,25 @@ CATALOGUE: tuple[FaultKind, ...] = (
               TargetKind.NODE, lambda c, t, a: KillProxy(c, t)),
     FaultKind("FailHealthCheck", "fail-health-check", "make one replica of the health-check app fail its check_health",
               TargetKind.NODE, _health_fault),
+    FaultKind("FreezeNode", "freeze-node", "SIGSTOP every process of a worker (a hung node), SIGCONT after the hold",
+              TargetKind.WORKER, lambda c, t, a: FreezeNode(c, t)),
+    FaultKind("FreezeProxy", "freeze-proxy", "SIGSTOP the proxy of a node (a hung proxy), SIGCONT after the hold",
+              TargetKind.NODE, lambda c, t, a: FreezeProxy(c, t)),
+    FaultKind("PartitionNode", "partition-node", "cut a worker off from the head, both ways, until the hold ends",
+              TargetKind.WORKER, lambda c, t, a: PartitionNode(c, t, "head")),
+    FaultKind("PartitionRedis", "partition-redis", "cut the head off from Redis, both ways, until the hold ends",
+              TargetKind.HEAD, lambda c, t, a: PartitionNode(c, t, "redis", name="PartitionRedis")),
+    FaultKind("DegradeNetwork", "degrade-network", "a slow (tbf), lossy (random drop) link into a node until the "
+              "hold ends", TargetKind.NODE, lambda c, t, a: DegradeNetwork(c, t)),
+    FaultKind("RedisDown", "redis-down", "stop Redis while the head runs; start it again (with its data) after "
+              "the hold", TargetKind.REDIS, lambda c, t, a: RedisDown(c)),
+    FaultKind("RedisDownHeadKilled", "redis-down-head-killed", "stop Redis, then kill the head; start Redis "
+              "again after the hold", TargetKind.REDIS, lambda c, t, a: RedisDown(c, kill_head=True,
+                                                                                 name="RedisDownHeadKilled")),
+    FaultKind("UpgradeApp", "upgrade-app", "apply a new version of the app's code (a RayService update); Serve "
+              "replaces its replicas, rolling", TargetKind.APP, lambda c, t, a: UpgradeApp(c, t, a.deployment)),
+    FaultKind("DrainNode", "drain-node", "SIGTERM a worker as a pod deletion does (Ray drains it if configured)",
+              TargetKind.WORKER, lambda c, t, a: DrainNode(c, t)),
 )
 
 

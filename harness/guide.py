@@ -26,7 +26,7 @@ from harness.checkers.evidence import (
     replicas_replaced,
 )
 from harness.checkers.traffic import longest_outage
-from harness.faults import KillReplica, fault_kind
+from harness.faults import HeldFault, KillReplica, TargetKind, fault_kind
 from harness.records import ScenarioResult
 from harness.routing import routing_verdict
 from harness.scenario import (
@@ -89,6 +89,12 @@ def other_replicas_kept(e: Evidence) -> Verdict:
     return _each_deployment("replicas_kept", e, lambda d: replicas_kept(e.before, e.after, others, d), _on(e, others))
 
 
+def every_replica_kept(e: Evidence) -> Verdict:
+    """No replica anywhere was replaced (replica id and PID), e.g. through a hung proxy, which holds none."""
+    nodes = [n.name for n in e.before.nodes]
+    return _each_deployment("replicas_kept", e, lambda d: replicas_kept(e.before, e.after, nodes, d), _on(e, nodes))
+
+
 def worker_replicas_kept(e: Evidence) -> Verdict:
     workers = [n.name for n in e.before.nodes if n.role == "worker"]
     return _each_deployment("replicas_kept", e, lambda d: replicas_kept(e.before, e.after, workers, d),
@@ -131,10 +137,20 @@ def victim_replaced(e: Evidence) -> Verdict:
 
 def killed_proxy_outage(e: Evidence) -> Verdict:
     """The killed proxy's own endpoint: its outage, measured, and it serves again by the end."""
-    name, target = "killed_proxy_endpoint", e.fault.target
+    return target_endpoint_outage(e, "killed_proxy_endpoint", "killed_proxy")
+
+
+def faulted_endpoint_outage(e: Evidence) -> Verdict:
+    """The faulted node's own endpoint (a frozen or cut-off node, a frozen proxy): its outage, measured (not
+    budgeted), and it serves again by the end."""
+    return target_endpoint_outage(e, "faulted_endpoint", "faulted")
+
+
+def target_endpoint_outage(e: Evidence, name: str, prefix: str) -> Verdict:
+    target = e.fault.target
     history = e.history.select([target])
     outage = longest_outage(history, max_outage_s=float("inf"))
-    figures = {f"killed_proxy.{k}": v for k, v in outage.figures.items()}
+    figures = {f"{prefix}.{k}": v for k, v in outage.figures.items()}
     last = history.requests[-5:]
     if not last:
         return Verdict(name, Status.UNKNOWN, f"no traffic to {target}", figures)
@@ -300,6 +316,9 @@ def scenario_traffic(scenario: GuideScenario, cluster: Cluster) -> tuple[tuple[E
     return tuple(e for route in app.routes for e in cluster.endpoints(route=route)), None, None
 
 
+DEFAULT_TARGETS = {TargetKind.HEAD: "head", TargetKind.CONTROLLER: "controller", TargetKind.REDIS: "redis"}
+
+
 def run_guide(scenario: GuideScenario, run: ScenarioRun, cluster: Cluster, target: str | None = None, *,
               serving: Sequence[str] | None = None,
               extra_evidence: Sequence[EvidenceCheck] = ()) -> ScenarioResult:
@@ -309,8 +328,11 @@ def run_guide(scenario: GuideScenario, run: ScenarioRun, cluster: Cluster, targe
     if reason := not_applicable(scenario, app):
         raise NotApplicable(reason)
     kind = fault_kind(scenario.fault)
-    target = target or ("head" if scenario.fault == "KillHead" else "controller")
+    target = target or (app.application if kind.target is TargetKind.APP else DEFAULT_TARGETS.get(kind.target,
+                                                                                                    "controller"))
     fault = kind.build(cluster, target, app)
+    if isinstance(fault, HeldFault):
+        fault.hold_s = run.budget.hold_s
     endpoints, check, request = scenario_traffic(scenario, cluster)
     procedure = Procedure(
         fault, endpoints,

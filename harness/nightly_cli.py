@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("nightly", help="run the seed suite N times; pass rates and figure spreads")
     p.add_argument("--repeat", type=int, default=3, help="how many times (default 3)")
     p.add_argument("--report-dir", default=None, help="default: reports/nightly-<date>-<time>")
+    p.add_argument("--scenarios", default="scenarios/test_guide.py",
+                   help="the scenario file(s) to repeat, comma-separated (default: the seed suite, scenarios/test_guide.py)")
     p.add_argument("--stats-only", action="store_true", help="only aggregate the runs already in --report-dir")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: extra pytest arguments (e.g. -k head)")
     p.set_defaults(func=cmd_nightly)
@@ -38,7 +40,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     if not args.stats_only:
         for i in range(1, args.repeat + 1):
             print(f"=== run {i}/{args.repeat} ===", flush=True)
-            codes.append(subprocess.run([sys.executable, "-m", "pytest", "scenarios/test_guide.py", "-q",
+            codes.append(subprocess.run([sys.executable, "-m", "pytest", *args.scenarios.split(","), "-q",
                                          "-p", "no:cacheprovider", "--report-dir", str(folder),
                                          "--serve-chaos-replays=0",  # every run one sample: pass rates as they are
                                          *extra], cwd=REPO).returncode)

@@ -75,6 +75,7 @@ class Budget:
     observe_s: float = 5.0  # traffic after recovery
     confirm_s: float = 30.0  # how long "taken effect" may take to show
     max_detection_s: float | None = None  # health-check scenario: toggle -> replica seen unhealthy
+    hold_s: float = 10.0  # how long a fault that lasts until it is ended (a freeze, a partition) is held
 
 
 class BudgetError(ValueError):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from harness.checkers.faults import fault_took_effect, traffic_coverage
 from harness.checkers.traffic import availability, longest_outage, time_to_recover
-from harness.faults import Fault
+from harness.faults import Fault, HeldFault
 from harness.history import EventKind, History, HistoryWriter
 from harness.identity import identities
 from harness.known_issues import KnownIssue
@@ -220,6 +220,11 @@ class ScenarioRun:
         self.writer.event(EventKind.RECOVERED, fault.name, fault.target, "; ".join(fault.findings))
         return True
 
+    def hold(self, fault: HeldFault) -> None:
+        """Keep a held fault (a freeze, a partition) in effect for its ``hold_s``, then end it (heal)."""
+        observation_window(f"{fault.name} on {fault.target} held", fault.hold_s)
+        self.heal(fault)
+
     def observe(self, seconds: float | None = None) -> None:
         observation_window("traffic past recovery", self.budget.observe_s if seconds is None else seconds)
 
@@ -352,6 +357,9 @@ def run_procedure(run: ScenarioRun, procedure: Procedure) -> ScenarioResult:
         run.inject(fault)
     with run.phase("confirm"):
         took_effect = run.confirm(fault)
+    if isinstance(fault, HeldFault):
+        with run.phase("hold"):
+            run.hold(fault)  # held even when it did not show: the heal ends whatever part of it happened
     recovered = False
     if took_effect:
         with run.phase("recover"):

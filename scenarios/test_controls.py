@@ -4,7 +4,8 @@ A scenario that passes on a broken stack proves nothing; each control must fail,
 property names: every control states the checks that must fail and a pattern each one's reason must match
 (``Fails``), and prints them. The stacks:
 
-- the fragile stack (cluster/controls/fragile.toml): one replica, pinned to worker1;
+- the fragile stack (cluster/controls/fragile.toml): one replica, pinned to worker1 (the guide's worker and
+  replica failures, and beyond it a hung node and a node cut off from the head);
 - the health-controls stack (cluster/controls/health_controls.toml): the health-check app's check runs once an
   hour, and a third HealthToggle replica has nowhere to go;
 - the no-GCS-FT stack: the head runs without Redis;
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import guide
+from harness import beyond, guide
 from harness.faults import KillController
 from harness.history import EventKind
 from harness.local import system
@@ -267,6 +268,19 @@ class TestFragileStack:
         result = guide.replica_spread(control(fragile_stack, "replica_spread"), fragile_stack, "worker1",
                                       stack_config.app.max_replicas_per_node)
         assert_failed(result, Fails("placement", r"on at least 2 nodes; placement is worker1: 1$"))
+
+    def test_node_freeze_control(self, fragile_stack, control):
+        """A hung node holding the only replica: the other proxies have nothing to route to."""
+        result = beyond.run_beyond("node_freeze", control(fragile_stack, "node_freeze"), fragile_stack, "worker1")
+        assert_failed(result, Fails("availability", rf"availability raw: lowest endpoint {SURVIVOR} "),
+                      Fails("longest_outage", rf"longest outage [\d.]+s on {SURVIVOR} "))
+
+    def test_node_partition_control(self, fragile_stack, control):
+        """The only replica's node cut off from the head: the head's proxy cannot reach it."""
+        result = beyond.run_beyond("node_partition", control(fragile_stack, "node_partition"), fragile_stack,
+                                   "worker1")
+        assert_failed(result, Fails("availability", r"availability raw: lowest endpoint head "),
+                      Fails("longest_outage", r"longest outage [\d.]+s on head "))
 
     def test_worker_node_failure_control(self, fragile_stack, control):
         # last on this stack: worker1 is lost for good, and the replacement has no `pinned` resource

@@ -8,6 +8,7 @@ is replayed (deterministic or flaky) and shrunk to the smallest one that still f
     SERVE_CHAOS_SCHEDULE_SEED=1234 pytest scenarios/ -k random_schedule   # the same schedules again
     SERVE_CHAOS_SCHEDULE_PROFILE=nightly pytest scenarios/ -k random_schedule
     pytest scenarios/ -k random_schedule --schedule-profile=nightly         # the same
+    pytest scenarios/ -k random_schedule --schedule-profile=beyond          # the guide's faults and the held ones
     SERVE_CHAOS_SCHEDULE_REPLAY=reports/<run>/test_random_schedule/schedule.json pytest scenarios/ -k random_schedule
 
 The seed and every schedule are printed as they run; ``schedule.json`` in the test's report folder holds the
@@ -28,6 +29,7 @@ from harness.repair import restore
 from harness.schedules import (
     FAULT_KINDS,
     REPLAY_ENV,
+    SEED_FAULT_KINDS,
     ExampleOutcome,
     FaultSpec,
     ScheduleConfig,
@@ -44,16 +46,19 @@ from harness.verdict import Status
 pytestmark = pytest.mark.stack
 
 
-def stack_schedule_config(stack_config) -> ScheduleConfig:
+def stack_schedule_config(stack_config, held_faults: bool = True) -> ScheduleConfig:
     """The schedule's settings for the stack: the topology its configuration names, and the faults that apply to
-    its app (no FailHealthCheck when the app has no health-check target)."""
-    faults = tuple(f for f in FAULT_KINDS if f != "FailHealthCheck" or app_under_test(stack_config).health)
+    its app (no FailHealthCheck when the app has no health-check target); the faults beyond the guide only where
+    asked (a profile that draws them, ``beyond``; a replay, which names its own)."""
+    kinds = FAULT_KINDS if held_faults else SEED_FAULT_KINDS
+    faults = tuple(f for f in kinds if f != "FailHealthCheck" or app_under_test(stack_config).health)
     return ScheduleConfig(topology=Topology.planned(stack_config.workers.count), faults=faults)
 
 
 def test_random_schedule(stack, stack_config, report_dir, pytestconfig):
     say = progress_writer(pytestconfig)
-    config = stack_schedule_config(stack_config)
+    profile = selected_profile(pytestconfig.getoption("--schedule-profile"))
+    config = stack_schedule_config(stack_config, held_faults=profile.held_faults or bool(os.environ.get(REPLAY_ENV)))
     folder = report_dir / "test_random_schedule"
     budgets = pytestconfig.getoption("--budgets")
     if replay := os.environ.get(REPLAY_ENV):
@@ -62,7 +67,6 @@ def test_random_schedule(stack, stack_config, report_dir, pytestconfig):
                                  progress=say)
     else:
         seed = selected_seed(pytestconfig.getoption("hypothesis_seed", None))
-        profile = selected_profile(pytestconfig.getoption("--schedule-profile"))
         result = run_schedule(stack, folder, config=config, profile=profile, seed=seed, budgets=budgets,
                               known_issue=STALE_PROXIES, prepare=lambda cluster: restore(cluster, say), progress=say)
     if result.flaky:  # failed once, passed every replay: reported as found (figures in the report), not a failure

@@ -92,6 +92,50 @@ def test_freeze_and_thaw_a_node(cluster):
     assert "T" not in {system.process_state(p.host_pid) for p in procs}
 
 
+def test_freeze_and_thaw_one_process_by_the_pid_ray_reports(cluster):
+    proxy = next(p for p in cluster.status().proxies if p.node == "worker1")
+    assert proxy.pid is not None
+    cluster.freeze_process("worker1", proxy.pid)
+    try:
+        wait_until("the proxy of worker1 to be stopped, and only it",
+                   lambda: [p.ns_pid for p in cluster.node_processes("worker1") if p.stopped] == [proxy.pid],
+                   timeout_s=1, interval_s=0.05)
+    finally:
+        cluster.thaw_process("worker1", proxy.pid)
+    assert not any(p.stopped for p in cluster.node_processes("worker1"))
+    with pytest.raises(Exception, match="has no process 999999"):
+        cluster.freeze_process("worker1", 999999)
+
+
+def tcp_connects(cluster: LocalCluster, node: str, address: str, port: int) -> bool:
+    """From inside ``node``'s network namespace, does a TCP connection to address:port open within 1 s?"""
+    probe = f"exec 3<>/dev/tcp/{address}/{port}"
+    result = system.run(["ip", "netns", "exec", cluster.node(node).netns, "timeout", "1", "bash", "-c", probe],
+                        check=False)
+    return result.returncode == 0
+
+
+def test_partition_cuts_both_ways_and_unpartition_removes_exactly_its_rules(cluster):
+    head, worker = cluster.node("head"), cluster.node("worker1")
+    gcs_port = cluster.config.gcs.port
+    assert tcp_connects(cluster, "worker1", head.address, gcs_port)
+    cluster.partition("worker1", "head")
+    try:
+        assert cluster.partitioned_from("worker1") == ("head",) and cluster.partitioned_from("head") == ("worker1",)
+        assert not tcp_connects(cluster, "worker1", head.address, gcs_port), "worker1 -> head must be cut"
+        assert not tcp_connects(cluster, "head", worker.address, cluster.config.app.serve_port), "head -> worker1 too"
+        assert tcp_connects(cluster, "worker2", head.address, gcs_port), "other nodes still reach the head"
+        cluster.partition("worker1", "head")  # twice: still one rule each way
+        rules = system.run(["ip", "netns", "exec", worker.netns, "iptables", "-S", "INPUT"]).stdout
+        assert rules.count("DROP") == 1, rules
+    finally:
+        cluster.unpartition("worker1", "head")
+    assert cluster.partitioned_from("worker1") == () and cluster.partitioned_from("head") == ()
+    assert tcp_connects(cluster, "worker1", head.address, gcs_port)
+    cluster.unpartition("worker1", "head")  # idempotent
+    cluster.wait_healthy()
+
+
 def test_driver_runs_inside_the_head_like_kubectl_exec(cluster):
     result = cluster.run_driver("print(len([n for n in ray.nodes() if n['Alive']]))")
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from history_builders import event, steady
 
-from harness import guide
+from harness import beyond, guide
 from harness.checkers.faults import fault_took_effect, traffic_coverage
 from harness.checkers.traffic import checker
 from harness.faults import Fault
@@ -52,6 +52,16 @@ max_detection_s = 2.0
 [proxy_failure]
 [health_check_failure]
 [replica_spread]
+[node_freeze]
+hold_s = 0.5
+[proxy_freeze]
+hold_s = 0.5
+[node_partition]
+hold_s = 0.5
+[redis_partition]
+hold_s = 0.5
+[rolling_upgrade]
+max_recovery_s = 10.0
 
 [never_recovers]
 max_recovery_s = 1.0
@@ -195,6 +205,48 @@ def test_a_healthy_fake_passes_the_guide_scenario(make_cluster, make_run, name: 
     # counted from the injection on, on the serving endpoints (traffic_coverage, a passing part, proves the span)
     assert availability.figures["requests"] > 0 and availability.figures["failures"] == 0
     assert phase_names(run) == FULL_PHASES
+
+
+BEYOND_PARTS = {
+    "node_freeze": {"faulted_endpoint", "replicas_kept", "replicas_running"},
+    "proxy_freeze": {"faulted_endpoint", "replicas_kept"},
+    "node_partition": {"faulted_endpoint", "replicas_kept", "replicas_running"},
+    "redis_partition": {"replicas_kept", "accepts_changes"},
+}
+HELD_PHASES = [*FULL_PHASES[:4], "hold", *FULL_PHASES[4:]]
+
+
+@pytest.mark.parametrize("name", BEYOND_PARTS)
+def test_a_healthy_fake_passes_the_beyond_scenario_with_its_hold(make_cluster, make_run, name: str):
+    """The fake serves through a freeze from its other nodes (a partition changes nothing there): the scenario's
+    machinery (the hold, the heal before "recovered", the recovery figure from the heal) is what is tested."""
+    cluster = make_cluster()
+    run = make_run(cluster, name)
+    target = None if name == "redis_partition" else "worker2"
+    result = beyond.run_beyond(name, run, cluster, target)
+    assert result.verdict.status is Status.PASS, explain(result.verdict)
+    assert set(parts(result)) == STANDARD_PARTS | BEYOND_PARTS[name]
+    assert phase_names(run) == HELD_PHASES
+    hold = next(p for p in run.phases if p.name == "hold")
+    assert hold.seconds >= 0.5
+    recovery = parts(result)["time_to_recover"].figures
+    fault = f"{run.faults[0].name}@{run.faults[0].target}"
+    assert 0 <= recovery[f"time_to_recover_after_heal_s.{fault}"] < recovery[f"time_to_recover_s.{fault}"]
+    kinds = [e.kind for e in run.history().events if e.name == run.faults[0].name]
+    assert kinds[:4] == [EventKind.INJECT, EventKind.TAKEN_EFFECT, EventKind.HEALED, EventKind.RECOVERED]
+
+
+def test_a_rolling_upgrade_on_the_fake_is_answered_by_both_versions_and_replaces_every_replica(make_cluster,
+                                                                                                make_run):
+    cluster = make_cluster()
+    run = make_run(cluster, "rolling_upgrade")
+    result = beyond.run_beyond("rolling_upgrade", run, cluster)
+    assert result.verdict.status is Status.PASS, explain(result.verdict)
+    assert set(parts(result)) == STANDARD_PARTS | {"versions_answered", "replicas_upgraded"}
+    assert phase_names(run) == FULL_PHASES
+    versions = parts(result)["versions_answered"].figures
+    assert versions["answers_old_version"] > 0 and versions["answers_new_version"] > 0
+    assert versions["answers_unknown_replica"] == 0 and versions["switch_over_s"] > 0
 
 
 def test_controller_failure_fails_on_routing_when_proxies_outlive_the_controller(make_cluster, make_run):

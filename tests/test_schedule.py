@@ -30,9 +30,11 @@ from harness.known_issues import STALE_PROXIES, Outcome
 from harness.routing import RoutingUnavailable
 from harness.schedules import (
     FAULT_KINDS,
+    HELD_FAULT_KINDS,
     PROFILE_ENV,
     PROFILES,
     SEED_ENV,
+    SEED_FAULT_KINDS,
     ExampleOutcome,
     FaultSpec,
     Role,
@@ -319,6 +321,29 @@ def test_a_drawn_node_that_is_gone_is_resolved_to_the_node_at_its_place_and_reco
     assert data["examples"][0]["steps"][0]["injected"] == [{"fault": "KillWorkerPod", "target": "worker3"}]
 
 
+def test_a_step_of_held_faults_holds_them_ends_them_then_awaits_recovery(tmp_path):
+    """A hung proxy and a partition in one step: both take effect, are held for the longer of their hold_s (from
+    their scenarios' budgets), are ended (healed) together, and only then is recovery awaited."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(budgets_toml(min_availability=0.9, max_outage_s=0.5, max_recovery_s=2.0)
+                       + "[proxy_freeze]\nhold_s = 0.3\n[node_partition]\nhold_s = 0.6\n")
+    step = (FaultSpec("PartitionNode", "worker1"), FaultSpec("FreezeProxy", "worker2"))
+    with FakeCluster(HEALTHY) as cluster:
+        cluster.wait_healthy()
+        result = replay_schedule(cluster, tmp_path / "run", [step], config=ScheduleConfig(**FAST_SCHEDULE,
+                                 faults=("PartitionNode", "FreezeProxy")), budgets=budgets, progress=quiet)
+        assert cluster.partitioned_from("worker1") == () and not any(p.stopped for p in cluster.node_processes("worker2"))
+    assert result.verdict is Status.PASS, result.explain()
+    events = History.load(tmp_path / "run" / "history.jsonl").events
+    kinds = [(e.kind.value, e.name) for e in events if e.name in ("PartitionNode", "FreezeProxy")]
+    assert [k for k, _ in kinds[:2]] == ["inject", "inject"] and {k for k, _ in kinds[2:4]} == {"taken_effect"}
+    healed = [e.t_mono for e in events if e.kind.value == "healed"]
+    injected = min(e.t_mono for e in events if e.kind.value == "inject")
+    assert len(healed) >= 2 and min(healed) - injected >= 0.6, "held for the longer hold_s before ending both"
+    recovered = [e.t_mono for e in events if e.kind.value == "recovered"]
+    assert recovered and min(recovered) >= min(healed), "recovery is awaited once the faults are ended"
+
+
 def test_a_fault_that_never_recovers_fails_the_recovery_invariant_and_is_still_healed(tmp_path):
     budgets = tmp_path / "budgets.toml"
     budgets.write_text(budgets_toml(min_availability=0.9, max_outage_s=0.5, max_recovery_s=0.4))
@@ -431,7 +456,14 @@ def test_which_endpoint_owes_an_answer_to_a_request():
 
 def test_every_fault_kind_is_drawn_on_every_target_it_has():
     specs = fault_specs(TOPOLOGY, ScheduleConfig(TOPOLOGY))
-    assert {s.fault for s in specs} == set(FAULT_KINDS)
+    assert {s.fault for s in specs} == set(SEED_FAULT_KINDS), "by default, the guide's faults only"
+    held = fault_specs(TOPOLOGY, ScheduleConfig(TOPOLOGY, faults=FAULT_KINDS))
+    assert held[:len(specs)] == specs, "the held faults come after the guide's: the guide's draws do not change"
+    assert [str(s) for s in held[len(specs):]] == [
+        "DegradeNetwork(worker1)", "DegradeNetwork(worker2)", "FreezeProxy(head)", "FreezeProxy(worker1)",
+        "FreezeProxy(worker2)", "PartitionNode(worker1)", "PartitionNode(worker2)", "FreezeNode(worker1)",
+        "FreezeNode(worker2)"]
+    assert set(HELD_FAULT_KINDS) == {s.fault for s in held} - set(SEED_FAULT_KINDS)
     assert [str(s) for s in specs if s.fault in ("KillWorkerPod", "KillHead", "KillController")] == \
         ["KillController(controller)", "KillWorkerPod(worker1)", "KillWorkerPod(worker2)", "KillHead(head)"]
     assert str(specs[0]) == "KillReplica(head)"  # mildest first: the simplest schedule is made of it

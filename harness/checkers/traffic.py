@@ -23,7 +23,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Concatenate, ParamSpec
 
-from harness.history import History
+from harness.history import EventKind, History
 from harness.measures import (
     RETRY_3X_EXPONENTIAL,
     RetryPolicy,
@@ -240,6 +240,11 @@ def time_to_recover(history: History, *, max_s: float, fault: str | None = None)
     slowest = max(figures.items(), key=lambda kv: kv[1], default=None)
     if slowest is not None:
         figures[Figure.TIME_TO_RECOVER] = slowest[1]
+    for w in windows:  # a held fault (a freeze, a partition): Ray's part is from the end of the hold
+        healed = next((e.t_mono for e in history.events if e.kind is EventKind.HEALED and e.name == w.name
+                       and e.target == w.target and w.injected <= e.t_mono <= (w.recovered or -1.0)), None)
+        if healed is not None and w.recovered is not None:
+            figures[f"time_to_recover_after_heal_s.{w.name}@{w.target}"] = w.recovered - healed
     budget = f"budget <= {max_s:g}s"
     if missing:
         return Verdict(name, Status.FAIL, f"no recovery recorded for {', '.join(missing)}; {budget}", figures)

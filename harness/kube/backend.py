@@ -86,6 +86,8 @@ Progress = Callable[[str], None]
 LOG_TAIL_LINES = 25
 
 # Run inside a pod with the pod's own python (the Ray image has one): list processes, signal them.
+TERMINATION_GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds: SIGTERM, then SIGKILL after it
+
 _PS_SNIPPET = r"""
 import json, os
 me = os.getpid()
@@ -97,7 +99,11 @@ for p in os.listdir('/proc'):
         cmd = open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\0', b' ').decode(errors='replace').strip()
     except OSError:
         continue
-    print(json.dumps([int(p), comm, cmd]))
+    try:
+        state = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        state = ''
+    print(json.dumps([int(p), comm, cmd, state]))
 """
 
 _SIGNAL_SNIPPET = r"""
@@ -424,10 +430,11 @@ class RayServiceCluster:
         procs = []
         for line in result.stdout.splitlines():
             try:
-                pid, comm, cmd = json.loads(line)
+                pid, comm, cmd, *rest = json.loads(line)
             except ValueError:
                 continue
-            procs.append(NodeProcess(node, int(pid), int(pid), str(comm), self.secret.scrub(str(cmd))[:300]))
+            procs.append(NodeProcess(node, int(pid), int(pid), str(comm), self.secret.scrub(str(cmd))[:300],
+                                     str(rest[0]) if rest else ""))
         return tuple(procs)
 
     def events(self) -> tuple[StackEvent, ...]:
@@ -542,6 +549,60 @@ class RayServiceCluster:
         self._allow(f"thaw node {node}")
         self._event("node_thawed", node, f"SIGCONT to {self._signal_pod(node, 'SIGCONT')} processes")
 
+    def _signal_process(self, node: str, pid: int, sig: str) -> None:
+        slot = self._slot(node)
+        view = self._pod(slot)
+        if view is None or not view.running:
+            raise KubeStackError(f"node {node} has no running pod to signal")
+        self._run(self.kubectl.exec(view.name, self._container(slot),
+                                    ("python", "-c", f"import os, signal; os.kill({int(pid)}, signal.{sig})")),
+                  f"sending {sig} to pid {pid} in the pod of {node}")
+
+    def freeze_process(self, node: str, pid: int) -> None:
+        """SIGSTOP one process of the node's pod (pod PIDs are what Ray reports)."""
+        self._allow(f"freeze pid {pid} on {node}")
+        self._signal_process(node, pid, "SIGSTOP")
+        self._event("process_frozen", node, f"SIGSTOP to pid {pid}")
+
+    def thaw_process(self, node: str, pid: int) -> None:
+        self._allow(f"thaw pid {pid} on {node}")
+        self._signal_process(node, pid, "SIGCONT")
+        self._event("process_thawed", node, f"SIGCONT to pid {pid}")
+
+    def partition(self, node: str, peer: str) -> None:
+        """Refused: a partition needs a NetworkPolicy the cluster's CNI enforces, and the harness does not
+        know that it does (kind's default kindnet did not, before v0.24); a policy that is not enforced would
+        partition nothing and the scenario would pass on a healthy network."""
+        raise KubeStackError(f"partitioning {node} from {peer} is not supported on the kube backend: it needs a "
+                             f"NetworkPolicy that the cluster's CNI is known to enforce")
+
+    def unpartition(self, node: str, peer: str) -> None:
+        """Nothing to undo: partition() is refused here."""
+
+    def partitioned_from(self, node: str) -> tuple[str, ...]:
+        return ()
+
+    def degrade_network(self, node: str, rate_kbit: int, loss: float) -> None:
+        """Refused: shaping a pod's link needs tc or iptables in its network namespace (a privileged
+        container), which the harness does not run in a user's cluster."""
+        raise KubeStackError(f"degrading the network of {node} is not supported on the kube backend: it needs "
+                             f"tc or iptables in the pod's network namespace (a privileged sidecar)")
+
+    def restore_network(self, node: str) -> None:
+        """Nothing to undo: degrade_network() is refused here."""
+
+    def network_degradation(self, node: str) -> str | None:
+        return None
+
+    def terminate_node(self, node: str) -> None:
+        """Delete the node's pod with its grace period: the kubelet sends SIGTERM, then SIGKILL."""
+        self._allow(f"terminate node {node}")
+        slot = self._slot(node)
+        if slot.pod is None:
+            raise KubeStackError(f"node {node} has no pod to terminate")
+        self._run(self.kubectl.delete_pod(slot.pod, TERMINATION_GRACE_S), f"deleting pod {slot.pod} gracefully")
+        self._event("node_terminated", node, f"pod {slot.pod} deleted, grace period {TERMINATION_GRACE_S}s")
+
     def run_driver(self, snippet: str, timeout_s: float = 60.0, node: str = HEAD) -> DriverResult:
         """Python as a Ray driver inside the node's pod (the guide's ``kubectl exec ... python``); ``ray`` is
         imported and initialised before the snippet runs."""
@@ -600,6 +661,19 @@ class RayServiceCluster:
         self._patch_serve_config(config, f"{deployment} at {num_replicas if num_replicas is not None else 'its config'}")
         self._event("serve_config_applied", application,
                     f"{deployment} scaled to {num_replicas if num_replicas is not None else 'its config'}")
+
+    def upgrade_app(self, application: str, version: str | None) -> None:
+        """``application`` at a new code ``version`` through ``serveConfigV2`` (None: the stack's own config), as a
+        RayService update does; KubeRay submits it to Serve, which replaces the replicas, rolling."""
+        self._allow("upgrade an application")
+        config = build_serve_config(self.config)
+        if version is not None:
+            try:
+                config = config.with_version(application, version)
+            except ConfigError as exc:
+                raise KubeStackError(str(exc)) from None
+        self._patch_serve_config(config, f"{application} at code version {version}")
+        self._event("serve_config_applied", application, f"code version {version}")
 
     # --- diagnostics --------------------------------------------------------------------------------------------
     def describe_rayservice(self) -> str:

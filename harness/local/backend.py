@@ -314,7 +314,8 @@ class LocalCluster:
             if nspid is None or not system.pid_alive(pid):
                 continue
             procs.append(NodeProcess(node, pid, nspid, system.process_name(pid),
-                                     self.secret.scrub(system.process_cmdline(pid))[:300]))
+                                     self.secret.scrub(system.process_cmdline(pid))[:300],
+                                     system.process_state(pid) or ""))
         return tuple(procs)
 
     def node_alive(self, node: str) -> bool:
@@ -355,6 +356,92 @@ class LocalCluster:
         pids = system.netns_pids(self.node(node).netns)
         system.signal_pids(pids, signal.SIGCONT)
         self.layout.append_event("harness", "node_thawed", node, f"SIGCONT to {len(pids)} processes")
+
+    def _host_pid(self, node: str, pid: int) -> int:
+        """The machine's PID of the process Ray reports as ``pid`` on ``node`` (its own PID namespace)."""
+        found = next((p.host_pid for p in self.node_processes(node) if p.ns_pid == pid), None)
+        if found is None:
+            raise StackError(f"node {node} has no process {pid}")
+        return found
+
+    def freeze_process(self, node: str, pid: int) -> None:
+        """SIGSTOP one process of a node (a hung actor), by the PID Ray reports for it."""
+        system.signal_pids([self._host_pid(node, pid)], signal.SIGSTOP)
+        self.layout.append_event("harness", "process_frozen", node, f"SIGSTOP to pid {pid}")
+
+    def thaw_process(self, node: str, pid: int) -> None:
+        """SIGCONT to a process frozen by ``freeze_process`` (a no-op for one that is gone)."""
+        try:
+            host_pid = self._host_pid(node, pid)
+        except StackError:
+            return
+        system.signal_pids([host_pid], signal.SIGCONT)
+        self.layout.append_event("harness", "process_thawed", node, f"SIGCONT to pid {pid}")
+
+    @property
+    def _partition_comment(self) -> str:
+        return f"{self.layout.names.iptables_comment}:partition"
+
+    def partition(self, node: str, peer: str) -> None:
+        """No packet between ``node`` and ``peer`` (a node, or redis), either way: a DROP on each receiver's
+        INPUT chain for the other's address. Traffic from the machine (the harness's) still reaches both."""
+        a, b = self.node(node), self.node(peer)
+        if a.name == b.name:
+            raise StackError(f"cannot partition {node} from itself")
+        system.add_input_drop(a.netns, b.address, self._partition_comment)
+        system.add_input_drop(b.netns, a.address, self._partition_comment)
+        self.layout.append_event("harness", "partitioned", node, f"from {peer}: DROP on both INPUT chains")
+
+    def unpartition(self, node: str, peer: str) -> None:
+        a, b = self.node(node), self.node(peer)
+        system.delete_input_drop(a.netns, b.address, self._partition_comment)
+        system.delete_input_drop(b.netns, a.address, self._partition_comment)
+        self.layout.append_event("harness", "unpartitioned", node, f"from {peer}: the DROP rules removed")
+
+    def partitioned_from(self, node: str) -> tuple[str, ...]:
+        """The nodes whose packets ``node`` drops (the partitions in place, as its INPUT chain says)."""
+        drops = set(system.netns_input_drops(self.node(node).netns, self._partition_comment))
+        return tuple(n.name for n in self.nodes if n.address in drops)
+
+    @property
+    def _degrade_comment(self) -> str:
+        return f"{self.layout.names.iptables_comment}:degrade"
+
+    def degrade_network(self, node: str, rate_kbit: int, loss: float) -> None:
+        """A slow, lossy link into ``node``: tbf at ``rate_kbit`` on its host-side veth (what enters the node) and
+        each packet into it dropped with probability ``loss`` (iptables statistic). Everyone's packets to the
+        node pass there, the harness's traffic too: the node's own endpoint sees the link as a client would."""
+        spec = self.node(node)
+        if rate_kbit > 0:
+            system.set_rate_limit(self.layout.names.veth_host(spec.index), rate_kbit)
+        if loss > 0:
+            system.delete_rules_with_comment(spec.netns, self._degrade_comment)
+            system.add_random_drop(spec.netns, loss, self._degrade_comment)
+        self.layout.append_event("harness", "network_degraded", node, f"tbf {rate_kbit} kbit/s, loss {loss:.1%}")
+
+    def restore_network(self, node: str) -> None:
+        spec = self.node(node)
+        system.clear_rate_limit(self.layout.names.veth_host(spec.index))
+        system.delete_rules_with_comment(spec.netns, self._degrade_comment)
+        self.layout.append_event("harness", "network_restored", node, "tbf and random drop removed")
+
+    def network_degradation(self, node: str) -> str | None:
+        """What degrade_network put in place on ``node``'s link (None: nothing)."""
+        spec = self.node(node)
+        rate = system.rate_limit_of(self.layout.names.veth_host(spec.index))
+        out = system.run(["ip", "netns", "exec", spec.netns, "iptables", "-S", "INPUT"], check=False).stdout
+        loss = "statistic" in out and self._degrade_comment in out.replace('"', "")
+        parts = [f"tbf {rate}" if rate else "", "random drop" if loss else ""]
+        return ", ".join(p for p in parts if p) or None
+
+    def terminate_node(self, node: str) -> None:
+        """SIGTERM to the node's init (``ray start --block``), as the kubelet does when a pod is deleted: Ray's
+        graceful drain runs if the node's environment turns it on (RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S)."""
+        inits = [p.host_pid for p in self.node_processes(node) if p.ns_pid == 1]
+        if not inits:
+            raise StackError(f"node {node} has no init process to terminate")
+        system.signal_pids(inits, signal.SIGTERM)
+        self.layout.append_event("harness", "node_terminated", node, "SIGTERM to its init")
 
     def run_driver(self, snippet: str, timeout_s: float = DRIVER_TIMEOUT_S, node: str = HEAD_NODE) -> DriverResult:
         """Run Python as a Ray driver inside a node's namespaces (the guide's ``kubectl exec ... python``).
@@ -485,6 +572,17 @@ class LocalCluster:
         self.api.deploy(config)
         self.layout.append_event("harness", "serve_config_applied", application,
                                  f"{deployment} scaled to {num_replicas if num_replicas is not None else 'its config'}")
+
+    def upgrade_app(self, application: str, version: str | None) -> None:
+        """Apply the stack's Serve config with ``application`` at a new ``version`` of its code (None: as the
+        stack's config says), as a RayService update does; the stored config, which the operator applies, is
+        unchanged."""
+        config = self._serve_config()
+        if version is not None:
+            config = config.with_version(application, version)
+        self.api.deploy(config)
+        self.layout.append_event("harness", "serve_config_applied", application,
+                                 f"code version {version}" if version is not None else "code as its config says")
 
     def actors(self, class_name: str | None = None, state: str | None = None) -> tuple[RayActor, ...]:
         return self.api.actors(class_name=class_name, state=state)

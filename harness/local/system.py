@@ -156,6 +156,73 @@ def delete_iptables_rule(rule: list[str]) -> None:
     run(["iptables", "-D", *rule], check=False)
 
 
+def _drop_from(source: str, comment: str) -> list[str]:
+    return ["INPUT", "-s", f"{source}/32", "-m", "comment", "--comment", comment, "-j", "DROP"]
+
+
+def netns_input_drops(netns: str, comment: str) -> list[str]:
+    """The sources whose packets ``netns``'s INPUT chain drops under ``comment`` (rules this harness added)."""
+    out = run(["ip", "netns", "exec", netns, "iptables", "-S", "INPUT"], check=False).stdout
+    sources = []
+    for line in out.splitlines():
+        parts = line.replace('"', "").split()
+        if parts[:2] == ["-A", "INPUT"] and comment in parts and "-s" in parts and parts[-1] == "DROP":
+            sources.append(parts[parts.index("-s") + 1].removesuffix("/32"))
+    return sources
+
+
+def add_input_drop(netns: str, source: str, comment: str) -> None:
+    """Drop every packet from ``source`` on ``netns``'s INPUT chain (no netem in this kernel: iptables DROP).
+    The rule lives in the namespace: deleting the namespace deletes it too."""
+    if source not in netns_input_drops(netns, comment):
+        run(["ip", "netns", "exec", netns, "iptables", "-I", *_drop_from(source, comment)])
+
+
+def delete_input_drop(netns: str, source: str, comment: str) -> None:
+    """Remove what ``add_input_drop`` added, exactly (a no-op when it is not there)."""
+    while source in netns_input_drops(netns, comment):
+        run(["ip", "netns", "exec", netns, "iptables", "-D", *_drop_from(source, comment)])
+
+
+def add_random_drop(netns: str, probability: float, comment: str) -> None:
+    """Drop each packet into ``netns`` with ``probability`` (iptables' statistic match: this kernel has no netem)."""
+    run(["ip", "netns", "exec", netns, "iptables", "-I", "INPUT", "-m", "statistic", "--mode", "random",
+         "--probability", f"{probability:.4f}", "-m", "comment", "--comment", comment, "-j", "DROP"])
+
+
+def delete_rules_with_comment(netns: str, comment: str) -> int:
+    """Remove every rule of ``netns``'s filter table that carries ``comment``; how many were removed."""
+    out = run(["ip", "netns", "exec", netns, "iptables", "-S"], check=False).stdout
+    removed = 0
+    for line in out.splitlines():
+        parts = line.replace('"', "").split()
+        if parts[:1] == ["-A"] and comment in parts:
+            run(["ip", "netns", "exec", netns, "iptables", "-D", *parts[1:]], check=False)
+            removed += 1
+    return removed
+
+
+def set_rate_limit(link: str, rate_kbit: int) -> None:
+    """A token-bucket limit on ``link``'s egress (tbf; no netem here). On a host-side veth that is the traffic
+    into the node."""
+    run(["tc", "qdisc", "replace", "dev", link, "root", "tbf", "rate", f"{rate_kbit}kbit", "burst", "16kbit",
+         "latency", "400ms"])
+
+
+def clear_rate_limit(link: str) -> None:
+    run(["tc", "qdisc", "del", "dev", link, "root"], check=False)
+
+
+def rate_limit_of(link: str) -> str | None:
+    """The tbf rate on ``link`` (as tc prints it), None when there is none."""
+    out = run(["tc", "qdisc", "show", "dev", link], check=False).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if "tbf" in parts and "rate" in parts:
+            return parts[parts.index("rate") + 1]
+    return None
+
+
 # --- processes -----------------------------------------------------------------------------------------
 
 def labeled_processes() -> dict[int, str]:

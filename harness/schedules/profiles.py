@@ -29,6 +29,7 @@ class ScheduleProfile:
     max_faults_per_step: int
     replays: int  # a failing schedule is run this many more times before shrinking: deterministic or flaky
     shrink_budget_s: float  # shrinking stops after this long and reports the smallest failure so far
+    held_faults: bool = False  # draw from the faults beyond the guide (a freeze, a partition, a slow link) too
 
 
 PROFILES: Mapping[str, ScheduleProfile] = {
@@ -40,6 +41,9 @@ PROFILES: Mapping[str, ScheduleProfile] = {
     # shrunk for at most an hour
     "nightly": ScheduleProfile("nightly", max_examples=10, max_steps=6, max_faults_per_step=3, replays=3,
                                shrink_budget_s=3600.0),
+    # make nightly-beyond: the guide's faults and those beyond it (held faults: a freeze, a partition, a slow link)
+    "beyond": ScheduleProfile("beyond", max_examples=6, max_steps=4, max_faults_per_step=2, replays=2,
+                              shrink_budget_s=1800.0, held_faults=True),
 }
 
 

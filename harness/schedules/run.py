@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.checkers import schedule as judge
 from harness.checkers.traffic import time_to_recover
+from harness.faults import HeldFault
 from harness.history import EventKind, FaultEvent
 from harness.identity import identities
 from harness.measures import (
@@ -57,7 +58,7 @@ from harness.schedules.targets import fault_of, resolve
 from harness.stack.cluster import Endpoint, StackStatus
 from harness.traffic import PidBody
 from harness.verdict import Status, Verdict, explain
-from harness.waiting import WaitTimeout, wait_until
+from harness.waiting import WaitTimeout, observation_window, wait_until
 
 
 class ScheduleRun:
@@ -153,6 +154,9 @@ class ScheduleRun:
         notes = tuple(note for _, note in resolved if note)
         nodes = set(serving_nodes(specs, tuple(dict.fromkeys(self.node_of.values()))))
         faults = tuple(fault_of(spec, context.cluster, context.config) for spec in specs)
+        for spec, fault in zip(specs, faults):
+            if isinstance(fault, HeldFault):
+                fault.hold_s = context.budgets.faults[spec.fault].hold_s  # its scenario's budget says how long
         state = StepState(len(self.states) + 1, drawn, specs, notes, faults,
                           tuple(label for label in self.labels if self.node_of[label] in nodes),
                           context.budgets.for_step(s.fault for s in specs), start=time.monotonic())
@@ -164,6 +168,11 @@ class ScheduleRun:
             for fault in state.faults:
                 run.inject(fault)
             self._await(state, "taken_effect", state.budget.confirm_s)
+            held = [f for f in state.faults if isinstance(f, HeldFault)]
+            if held:  # held as long as the longest of them, then ended together
+                observation_window(f"step {state.index}'s held faults", max(f.hold_s for f in held))
+                for fault in held:
+                    run.heal(fault)
             limit = 1.25 * state.budget.max_recovery_s + context.config.recovery_grace_s
             converged = self._await(state, "recovered", limit - (time.monotonic() - state.start))
             state.converged = time.monotonic()

@@ -16,13 +16,23 @@ FAULT_BUDGET_TABLES: Mapping[str, str] = {
     "KillController": "controller_failure",
     "KillWorkerPod": "worker_pod_failure",
     "KillHead": "head_failure",
+    # beyond the guide: held faults (a step holds them for their hold_s, then ends them, then awaits recovery)
+    "DegradeNetwork": "slow_network",
+    "FreezeProxy": "proxy_freeze",
+    "PartitionNode": "node_partition",
+    "FreezeNode": "node_freeze",
 }
 FAULT_KINDS = tuple(FAULT_BUDGET_TABLES)
+SEED_FAULT_KINDS = FAULT_KINDS[:6]  # the guide's: what the short and nightly profiles draw from
+HELD_FAULT_KINDS = FAULT_KINDS[6:]
 # The order schedules draw faults in, mildest first: what shrinking moves towards, and what the first, simplest
-# schedule is made of (the mildest fault, one step).
-DRAW_ORDER = ("KillReplica", "KillController", "FailHealthCheck", "KillProxy", "KillWorkerPod", "KillHead")
+# schedule is made of (the mildest fault, one step). The held faults come after the guide's, so that a profile
+# of the guide's faults draws what it drew before they existed.
+DRAW_ORDER = ("KillReplica", "KillController", "FailHealthCheck", "KillProxy", "KillWorkerPod", "KillHead",
+              "DegradeNetwork", "FreezeProxy", "PartitionNode", "FreezeNode")
 NODE_KILLS = frozenset({"KillWorkerPod", "KillHead"})
-ENDPOINT_KILLS = NODE_KILLS | {"KillProxy"}  # the step's endpoints on these targets need not serve
+# the step's endpoints on these targets need not serve (a frozen, cut-off or throttled node's own included)
+ENDPOINT_KILLS = NODE_KILLS | {"KillProxy"} | frozenset(HELD_FAULT_KINDS)
 CONTROLLER = "controller"
 
 
@@ -86,7 +96,7 @@ class Topology:
 @dataclass(frozen=True)
 class ScheduleConfig:
     topology: Topology  # from the stack's configuration: what targets are drawn from
-    faults: tuple[str, ...] = FAULT_KINDS  # the kinds schedules draw from
+    faults: tuple[str, ...] = SEED_FAULT_KINDS  # the kinds schedules draw from
     allow_all_workers_down: bool = False  # may a step kill every worker (explores outages)
     poll_interval_s: float = 0.25  # how often the recorded traffic is read (a file: cheap)
     probe_interval_s: float = 1.0  # how often the faults' probes are asked (they read the head's API: see
@@ -108,6 +118,8 @@ def fault_specs(topology: Topology, config: ScheduleConfig) -> tuple[FaultSpec, 
     targets = {
         "FailHealthCheck": topology.nodes, "KillReplica": topology.nodes, "KillProxy": topology.nodes,
         "KillController": (CONTROLLER,), "KillWorkerPod": topology.workers, "KillHead": (topology.head,),
+        "DegradeNetwork": topology.workers, "FreezeProxy": topology.nodes, "PartitionNode": topology.workers,
+        "FreezeNode": topology.workers,
     }
     return tuple(FaultSpec(kind, target) for kind in DRAW_ORDER if kind in config.faults for target in targets[kind])
 
@@ -125,7 +137,7 @@ def step_problem(specs: Iterable[FaultSpec], topology: Topology, allow_all_worke
         return "a step injects at least one fault"
     if sum(s.fault == "FailHealthCheck" for s in specs) > 1:
         return "at most one FailHealthCheck per step"
-    killed = {s.target for s in specs if s.fault == "KillWorkerPod"}
+    killed = {s.target for s in specs if s.fault in ("KillWorkerPod", "FreezeNode", "PartitionNode")}
     if topology.workers and killed >= set(topology.workers) and not allow_all_workers_down:
         return f"it kills every worker ({', '.join(sorted(killed))}); allow_all_workers_down is off"
     if not serving_nodes(specs, topology.nodes):

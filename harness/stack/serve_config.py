@@ -65,6 +65,21 @@ class ServeConfig(_Open):
             for a in self.applications)
         return self.model_copy(update={"applications": apps})
 
+    def with_version(self, application: str, version: str) -> ServeConfig:
+        """This config with ``application``'s code changed, as a new release changes it: its runtime_env gains
+        ``SERVE_CHAOS_APP_VERSION=<version>``, which Serve treats as new code (every replica of the application is
+        replaced, rolling), whatever the application does with it."""
+        app = self.application(application)
+        if app is None:
+            raise ConfigError(f"no application {application!r} in the Serve config")
+        runtime_env = copy.deepcopy((app.model_extra or {}).get("runtime_env") or {})
+        runtime_env.setdefault("env_vars", {})[APP_VERSION_ENV] = version
+        data = self.to_dict()
+        for a in data["applications"]:
+            if a["name"] == application:
+                a["runtime_env"] = runtime_env
+        return ServeConfig.from_dict(data, "the upgraded Serve config")
+
     def to_dict(self) -> dict:
         """Serve's own format (what the REST API and ``serveConfigV2`` take)."""
         return self.model_dump(mode="json", exclude_none=True)
@@ -79,6 +94,7 @@ class ServeConfig(_Open):
             raise ConfigError(f"{where}: key {key!r}: {first['msg']}") from None
 
 
+APP_VERSION_ENV = "SERVE_CHAOS_APP_VERSION"  # what with_version changes: a code change for Serve
 BESIDE_HEALTH_APP = "chaos_health"  # the harness's health-toggle app, deployed beside a user's app (app.health)
 BESIDE_HEALTH_ROUTE = "/chaos-health"
 

@@ -15,7 +15,11 @@ fault primitives act on that model the way the real stack reacts, on a small rea
   is restarted by Ray (same actor id, new PID) or, with ``no_restart=True``, replaced by the controller.
   A replica is replaced by the controller with a new replica id and PID.
 - ``stop_node`` / ``start_node``, ``add_worker`` (joins after ``join_delay_s``), ``freeze_node`` /
-  ``thaw_node`` (answers are held until the thaw), ``scale``, ``apply_serve_config``.
+  ``thaw_node`` (answers are held until the thaw), ``freeze_process`` / ``thaw_process`` (a frozen proxy holds
+  its node's answers; any other frozen process is only listed as stopped), ``partition`` / ``unpartition``
+  (recorded and listed by ``partitioned_from()``; the model serves on as before), ``degrade_network`` (recorded
+  only), ``terminate_node`` (a kill: the fake has no drain), ``upgrade_app`` (a rolling update: one replica at a
+  time is retired and replaced), ``scale``, ``apply_serve_config``.
 
 Time is real monotonic time: a ticker thread advances the model every ``TICK_S`` and every query advances
 it first, so the scenario machinery's waits work unchanged. Keep the delays small (tenths of a second).
@@ -282,6 +286,10 @@ class FakeCluster:
         self._controller_missing_since: float | None = None
         self._proxy_of: dict[str, str] = {}  # node -> its proxy's actor id
         self._frozen_routing: dict[str, dict[str, frozenset[str]]] = {}  # proxy actor id -> app -> replica ids
+        self._frozen_pids: set[int] = set()  # freeze_process
+        self._partitions: set[frozenset[str]] = set()  # partition: pairs of node names
+        self._degraded: dict[str, str] = {}  # degrade_network: node -> what is in place
+        self._upgrading: dict[str, set[str]] = {}  # upgrade_app: app -> replica ids of the old version left
         self._targets = {app.name: app.num_replicas for app in self.config.apps}
         self._operator = self.config.operator
         self._events: list[StackEvent] = []
@@ -463,8 +471,13 @@ class FakeCluster:
             spec = self._node(node)
             if not spec.up:
                 return ()
-            procs = [NodeProcess(node, p.host_pid, p.ns_pid, p.name, p.name) for p in spec.processes]
-            procs += [NodeProcess(node, a.pid, a.pid, f"ray::{a.class_name}", f"ray::{a.class_name} {a.name}")
+            def state(pid: int) -> str:
+                return "T" if spec.frozen or pid in self._frozen_pids else "S"
+
+            procs = [NodeProcess(node, p.host_pid, p.ns_pid, p.name, p.name, state(p.host_pid))
+                     for p in spec.processes]
+            procs += [NodeProcess(node, a.pid, a.pid, f"ray::{a.class_name}", f"ray::{a.class_name} {a.name}",
+                                  state(a.pid))
                       for a in self._actors.values() if a.node == node and a.state == "ALIVE" and a.pid]
             return tuple(procs)
 
@@ -533,6 +546,20 @@ class FakeCluster:
                         f"{deployment} scaled to {num_replicas if num_replicas is not None else 'its config'}")
         self._refresh()
 
+    def upgrade_app(self, application: str, version: str | None) -> None:
+        """New code for ``application``: the fake replaces its replicas one at a time, each only once its
+        successor runs (Serve's rolling update), by retiring the oldest as a new one starts."""
+        self._refresh()
+        with self._lock:
+            self._require_head()
+            app = next((a for a in self.config.apps if a.name == application), None)
+            if app is None:
+                raise FakeStackError(f"no application {application!r}")
+            self._upgrading[app.name] = {r.replica_id for r in self._replicas.values()
+                                         if r.app == app and r.listed_until is None}
+            self._event("harness", "serve_config_applied", application, f"code version {version}")
+        self._refresh()
+
     # --- fault primitives -----------------------------------------------------------------------------
     def kill_node(self, node: str) -> None:
         """Every process of the node dies at once; its restart policy decides what follows."""
@@ -544,6 +571,33 @@ class FakeCluster:
             self._event("harness", "node_killed", node, f"SIGKILL to {len(spec.processes)} processes")
             self._take_down(spec, time.monotonic(), "killed")
         self._sync_servers()
+
+    def terminate_node(self, node: str) -> None:
+        """SIGTERM as a pod deletion sends it: the fake has no drain, so it is a kill (its policy restarts it)."""
+        self._refresh()
+        with self._lock:
+            spec = self._node(node)
+            if not spec.up:
+                raise FakeStackError(f"node {node} has no init process to terminate")
+            self._event("harness", "node_terminated", node, "SIGTERM to its init")
+            self._take_down(spec, time.monotonic(), "terminated")
+        self._sync_servers()
+
+    def degrade_network(self, node: str, rate_kbit: int, loss: float) -> None:
+        """Recorded and read back by ``network_degradation``; the fake's loopback ports serve on as before."""
+        with self._lock:
+            self._node(node)
+            self._degraded[node] = f"tbf {rate_kbit}Kbit, random drop {loss:.1%}"
+            self._event("harness", "network_degraded", node, self._degraded[node])
+
+    def restore_network(self, node: str) -> None:
+        with self._lock:
+            if self._degraded.pop(node, None) is not None:
+                self._event("harness", "network_restored", node)
+
+    def network_degradation(self, node: str) -> str | None:
+        with self._lock:
+            return self._degraded.get(node)
 
     def stop_node(self, node: str) -> None:
         """The node is stopped and stays down until ``start_node`` (a node lost for good)."""
@@ -579,6 +633,44 @@ class FakeCluster:
             self._node(node).frozen = False
             self._event("harness", "node_thawed", node)
         self._sync_servers()
+
+    def freeze_process(self, node: str, pid: int) -> None:
+        """SIGSTOP one process: a frozen proxy holds its node's answers until the thaw."""
+        with self._lock:
+            if pid not in {p.ns_pid for p in self._node(node).processes} | \
+                    {a.pid for a in self._actors.values() if a.node == node and a.state == "ALIVE"}:
+                raise FakeStackError(f"node {node} has no process {pid}")
+            self._frozen_pids.add(pid)
+            self._event("harness", "process_frozen", node, f"SIGSTOP to pid {pid}")
+        self._sync_servers()
+
+    def thaw_process(self, node: str, pid: int) -> None:
+        with self._lock:
+            if pid in self._frozen_pids:
+                self._frozen_pids.discard(pid)
+                self._event("harness", "process_thawed", node, f"SIGCONT to pid {pid}")
+        self._sync_servers()
+
+    def partition(self, node: str, peer: str) -> None:
+        with self._lock:
+            self._node(node)
+            if peer != "redis":  # the fake's Redis is not a node, but it can be cut off from
+                self._node(peer)
+            self._partitions.add(frozenset((node, peer)))
+            self._event("harness", "partitioned", node, f"from {peer}")
+
+    def unpartition(self, node: str, peer: str) -> None:
+        with self._lock:
+            self._partitions.discard(frozenset((node, peer)))
+            self._event("harness", "unpartitioned", node, f"from {peer}")
+
+    def partitioned_from(self, node: str) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(n for pair in self._partitions if node in pair for n in pair if n != node))
+
+    def _proxy_frozen(self, node: str) -> bool:
+        proxy = self._actors.get(self._proxy_of.get(node, ""))
+        return proxy is not None and proxy.pid in self._frozen_pids
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
         """``ray.kill`` of the named ALIVE actor, as the guide does it from a driver on the head."""
@@ -653,6 +745,16 @@ class FakeCluster:
                     and self._actors[replica.actor_id].state == "ALIVE":
                 replica.state = "RUNNING"
                 self._event("serve", "replica_running", replica.replica_id, f"on {replica.node}")
+        for app_name, old in list(self._upgrading.items()):  # a rolling update: one old replica at a time
+            old &= set(self._replicas)
+            if not old:
+                del self._upgrading[app_name]
+                continue
+            if not any(r.app.name == app_name and r.state == "STARTING" for r in self._replicas.values()):
+                retired = self._replicas[min(old)]  # the new one started for the last has run: the next goes
+                old.discard(retired.replica_id)
+                self._kill_replica(retired, now, listed_for_s=0.0)
+                del self._replicas[retired.replica_id]
         for app in self.config.apps:
             listed = [r for r in self._replicas.values() if r.app == app and r.state != "UNHEALTHY"]
             for _ in range(self._targets[app.name] - len(listed)):
@@ -780,7 +882,7 @@ class FakeCluster:
     # --- HTTP (on the loop thread: takes _lock only, never waits for anything) ------------------------
     def _respond(self, node: str, path: str) -> bytes | None:
         with self._lock:
-            if self._nodes[node].frozen:
+            if self._nodes[node].frozen or self._proxy_frozen(node):
                 return None
             app = self._route(path)
             if app is None:
@@ -861,7 +963,8 @@ class FakeCluster:
                 wanted = {}
                 for name, node in self._nodes.items():
                     proxy = self._actors.get(self._proxy_of.get(name, ""))
-                    wanted[name] = (node.up and proxy is not None and proxy.state == "ALIVE", node.frozen)
+                    wanted[name] = (node.up and proxy is not None and proxy.state == "ALIVE",
+                                    node.frozen or (proxy is not None and proxy.pid in self._frozen_pids))
             for name, (listen, frozen) in wanted.items():
                 server = self._servers.get(name)
                 if server is None:
