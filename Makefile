@@ -7,7 +7,7 @@ ALLURE_VERSION := 3.18.0
 ALLURE := .allure/node_modules/.bin/allure
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo stack-demo test test-fast bench nightly schedule allure clean-stack
+.PHONY: setup system-packages demo stack-demo test test-fast bench nightly nightly-beyond schedule allure clean-stack
 
 setup: system-packages $(STAMP)
 
@@ -53,7 +53,7 @@ stack-demo: setup
 SCHEDULE_SEED ?= 1  # its short profile: KillReplica(head); KillWorkerPod(worker2) then FailHealthCheck(worker1)
 OWN_APP := scenarios/test_own_app.py
 test: setup
-	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest --junitxml=reports/junit.xml --ignore=$(OWN_APP); \
+	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest -m "not nightly" --junitxml=reports/junit.xml --ignore=$(OWN_APP); \
 	main=$$?; \
 	$(PY) -m pytest --junitxml=reports/junit-own-app.xml $(OWN_APP); \
 	own=$$?; \
@@ -79,6 +79,12 @@ nightly: setup
 	$(PY) -m harness nightly --repeat $(N)
 	SERVE_CHAOS_SCHEDULE_PROFILE=nightly $(PY) -m pytest scenarios/ -k random_schedule $(PYTEST_ARGS)
 	$(PY) -m pytest $(OWN_APP) $(PYTEST_ARGS)
+
+# Beyond the guide, repeated: every scenario of scenarios/test_beyond.py N times (the long holds too, which make
+# test leaves out), then random schedules that draw the held faults as well (the `beyond` profile).
+nightly-beyond: setup
+	$(PY) -m harness nightly --repeat $(N) --scenarios scenarios/test_beyond.py
+	SERVE_CHAOS_SCHEDULE_PROFILE=beyond $(PY) -m pytest scenarios/test_random_schedule.py -k "not control" $(PYTEST_ARGS)
 
 $(ALLURE):
 	npm install --prefix .allure --no-save --no-audit --no-fund allure@$(ALLURE_VERSION)

@@ -224,8 +224,10 @@ def test_a_refusal_says_how_to_allow_the_context():
     lambda c: c.start_node("worker1"), lambda c: c.freeze_node("worker1"), lambda c: c.thaw_node("worker1"),
     lambda c: c.add_worker(), lambda c: c.run_driver("pass"), lambda c: c.kill_actor("SERVE_CONTROLLER_ACTOR"),
     lambda c: c.scale("health", "HealthToggle", 3), lambda c: c.apply_serve_config(),
+    lambda c: c.freeze_process("worker1", 42), lambda c: c.thaw_process("worker1", 42),
+    lambda c: c.terminate_node("worker1"), lambda c: c.upgrade_app("app", "2"),
 ], ids=["up", "down", "kill", "stop", "start", "freeze", "thaw", "add_worker", "driver", "kill_actor", "scale",
-        "apply"])
+        "apply", "freeze_process", "thaw_process", "terminate", "upgrade"])
 def test_destructive_operations_refuse_outside_the_allowlist(settings, runner, monkeypatch, operation):
     monkeypatch.delenv(ALLOWED_CONTEXTS_ENV, raising=False)
     cluster = KubeCluster(load_config(), settings, context="gke_prod_main", run_id=RUN, runner=runner)
@@ -288,6 +290,31 @@ def test_freeze_signals_every_process_of_the_pod_but_its_init(settings, runner):
     cluster.thaw_node("worker1")
     assert "signal.SIGCONT" in runner.argvs("exec", "rs-workers-a")[-1][-1]
     assert [e.kind for e in cluster.events() if e.source == "harness"] == ["node_frozen", "node_thawed"]
+
+
+def test_freeze_process_signals_one_pid_in_the_pod(settings, runner):
+    runner.on(("exec",), (0, "", ""))
+    cluster = kind_cluster(settings, runner)
+    cluster.freeze_process("worker1", 42)
+    assert runner.argvs("exec", "rs-workers-a")[-1][-1] == "import os, signal; os.kill(42, signal.SIGSTOP)"
+    cluster.thaw_process("worker1", 42)
+    assert runner.argvs("exec", "rs-workers-a")[-1][-1] == "import os, signal; os.kill(42, signal.SIGCONT)"
+
+
+def test_terminate_node_deletes_the_pod_with_kubernetes_grace_period(settings, runner):
+    cluster = kind_cluster(settings, runner)
+    cluster.terminate_node("worker2")
+    assert runner.argvs("delete", "pod")[-1][-4:] == ("pod", "rs-workers-b", "--grace-period=30", "--wait=false")
+
+
+def test_partitions_and_slow_links_are_refused_with_the_reason(settings, runner):
+    cluster = kind_cluster(settings, runner)
+    with pytest.raises(StackError, match="NetworkPolicy that the cluster's CNI is known to enforce"):
+        cluster.partition("worker1", "head")
+    with pytest.raises(StackError, match="privileged sidecar"):
+        cluster.degrade_network("worker1", 1000, 0.05)
+    assert cluster.partitioned_from("worker1") == () and cluster.network_degradation("worker1") is None
+    assert not [argv for argv, _ in runner.calls if {"exec", "apply", "patch"} & set(argv)]
 
 
 def test_node_processes_come_from_the_pods_proc(settings, runner):
