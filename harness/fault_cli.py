@@ -78,7 +78,10 @@ def _inject(cluster: Cluster, args: argparse.Namespace) -> int:
         before = cluster.wait_healthy(timeout_s=30)
         kind = fault_kind(args.fault)
         fault = kind.build(cluster, _target(cluster, kind, args.target), cluster.app())
-        if isinstance(fault, HeldFault) and args.hold is not None:
+        if args.hold is not None:
+            if not isinstance(fault, HeldFault):
+                raise FaultError(f"--hold applies to a held fault (one that lasts until it is ended); {kind.cli} "
+                                 f"ends by itself")
             fault.hold_s = args.hold
     except (StackError, FaultError, WaitTimeout) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -622,7 +622,6 @@ class DrainNode:
     _old_pids: set[int] = field(default_factory=set)
     _old_node_id: str | None = None
     _old_replicas: set[str] = field(default_factory=set)
-    _sent_at: float | None = None
 
     def inject(self) -> None:
         status = self.cluster.status()
