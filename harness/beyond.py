@@ -86,9 +86,12 @@ def every_replica_upgraded(e: Evidence) -> Verdict:
     return Verdict("replicas_upgraded", Status.PASS, f"all {len(old)} replicas of {deployment} replaced; "
                                                      f"{len(now)} run")
 
+# what a node that was hung, cut off or throttled must show afterwards
+NODE_BACK = (faulted_endpoint_outage, other_replicas_kept, all_replicas_back)
+
 BEYOND: dict[str, GuideScenario] = {s.name: s for s in (
     GuideScenario("node_freeze", "FreezeNode", Serving.OTHERS,
-                  (faulted_endpoint_outage, other_replicas_kept, all_replicas_back),
+                  NODE_BACK,
                   summary="SIGSTOP every process of a worker (a hung node) for the hold, then SIGCONT; the other "
                           "proxies keep serving; the node is back, its endpoint serves again; replicas elsewhere "
                           "keep their PIDs; all replicas back"),
@@ -96,7 +99,7 @@ BEYOND: dict[str, GuideScenario] = {s.name: s for s in (
                   summary="SIGSTOP one worker's proxy for the hold, then SIGCONT; the other proxies keep serving; "
                           "the hung proxy's endpoint serves again; no replica changes"),
     GuideScenario("node_partition", "PartitionNode", Serving.OTHERS,
-                  (faulted_endpoint_outage, other_replicas_kept, all_replicas_back),
+                  NODE_BACK,
                   summary="cut a worker off from the head (both ways) for the hold; the other proxies keep "
                           "serving; after the cut heals the node is back and all replicas run"),
     GuideScenario("redis_partition", "PartitionRedis", Serving.WORKERS, (worker_replicas_kept,),
@@ -104,7 +107,7 @@ BEYOND: dict[str, GuideScenario] = {s.name: s for s in (
                   summary="cut the head off from Redis (both ways) for the hold; the worker proxies keep serving; "
                           "the head is back and the cluster accepts changes again"),
     GuideScenario("slow_network", "DegradeNetwork", Serving.OTHERS,
-                  (faulted_endpoint_outage, other_replicas_kept, all_replicas_back),
+                  NODE_BACK,
                   summary="a slow (tbf), lossy (random drop) link into a worker for the hold; the other proxies keep "
                           "serving; after it is restored the node's endpoint serves and all replicas run"),
     GuideScenario("redis_outage", "RedisDown", Serving.WORKERS, (worker_replicas_kept, new_controller),

@@ -108,6 +108,9 @@ class KillWorkerPod:
         self._old_pids = _target_pids(self.cluster, status, self.target)
         self._old_node_id = _ray_node_id(status, self.target)
         self._old_replicas = _replica_ids_on(status, self.target)
+        self._end_pod()
+
+    def _end_pod(self) -> None:
         self.cluster.kill_node(self.target)
 
     def taken_effect(self) -> bool:
@@ -611,31 +614,15 @@ class RedisDown:
 
 
 @dataclass
-class DrainNode:
+class DrainNode(KillWorkerPod):
     """SIGTERM a worker as Kubernetes does before deleting its pod (Ray drains it if its environment turns
-    graceful drain on); its restart policy brings it back as a new node."""
+    graceful drain on); its restart policy brings it back as a new node. Taken effect and recovered as
+    KillWorkerPod: every old process gone (the drain, if any, ran), then the node back as a new Ray node."""
 
-    cluster: Cluster
-    target: str
     name: str = "DrainNode"
-    findings: list[str] = field(default_factory=list)
-    _old_pids: set[int] = field(default_factory=set)
-    _old_node_id: str | None = None
-    _old_replicas: set[str] = field(default_factory=set)
 
-    def inject(self) -> None:
-        status = self.cluster.status()
-        self._old_pids = _target_pids(self.cluster, status, self.target)
-        self._old_node_id = _ray_node_id(status, self.target)
-        self._old_replicas = _replica_ids_on(status, self.target)
+    def _end_pod(self) -> None:
         self.cluster.terminate_node(self.target)
-
-    def taken_effect(self) -> bool:
-        """Every process the node had is gone: the drain (if any) ran and the node exited."""
-        return not self._old_pids & _pids(self.cluster, self.target)
-
-    def recovered(self) -> bool:
-        return _node_back(self.cluster, self.target, self._old_node_id, self._old_replicas)
 
     def heal(self) -> None:
         """The grace period is over: what still runs of the old node is killed, as the kubelet does."""
