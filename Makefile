@@ -81,9 +81,11 @@ nightly: setup
 	$(PY) -m pytest $(OWN_APP) $(PYTEST_ARGS)
 
 # Beyond the guide, repeated: every scenario of scenarios/test_beyond.py N times (the long holds too, which make
-# test leaves out), then random schedules that draw the held faults as well (the `beyond` profile).
+# test leaves out), the controls of the scenarios only this target runs (Redis without its data), then random
+# schedules that draw the held faults as well (the `beyond` profile).
 nightly-beyond: setup
 	$(PY) -m harness nightly --repeat $(N) --scenarios scenarios/test_beyond.py
+	$(PY) -m pytest scenarios/test_controls.py -m nightly $(PYTEST_ARGS)
 	SERVE_CHAOS_SCHEDULE_PROFILE=beyond $(PY) -m pytest scenarios/test_random_schedule.py -k "not control" $(PYTEST_ARGS)
 
 $(ALLURE):

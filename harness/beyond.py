@@ -86,8 +86,26 @@ def every_replica_upgraded(e: Evidence) -> Verdict:
     return Verdict("replicas_upgraded", Status.PASS, f"all {len(old)} replicas of {deployment} replaced; "
                                                      f"{len(now)} run")
 
+def node_kept(e: Evidence) -> Verdict:
+    """The faulted node is the same Ray node at the end (the snapshot after the observation window) as before:
+    Ray rode the hang, cut or slow link out. A node Ray declared dead, even one that came back as a new node by
+    then, fails with ``node_declared_dead`` = 1 (the figure a known issue pins)."""
+    name = "node_kept"
+    target = e.fault.target
+    old = next((n.ray_node_id for n in e.before.nodes if n.name == target), None)
+    new = next((n for n in e.after.nodes if n.name == target), None)
+    if old is None or new is None or new.ray_node_id is None:
+        return Verdict(name, Status.UNKNOWN, f"{target}'s Ray node id not seen: before {old or 'unknown'}, after "
+                                             f"{(new.ray_node_id if new else None) or 'unknown'}")
+    if new.ray_node_id == old and new.ray_state == "ALIVE":
+        return Verdict(name, Status.PASS, f"{target} is the same Ray node ({old[:8]}), ALIVE, at the end",
+                       {"node_declared_dead": 0.0})
+    return Verdict(name, Status.FAIL, f"{target} was declared dead by Ray: node {old[:8]} before, "
+                                      f"{new.ray_node_id[:8]} ({new.ray_state}) at the end", {"node_declared_dead": 1.0})
+
+
 # what a node that was hung, cut off or throttled must show afterwards
-NODE_BACK = (faulted_endpoint_outage, other_replicas_kept, all_replicas_back)
+NODE_BACK = (faulted_endpoint_outage, other_replicas_kept, all_replicas_back, node_kept)
 
 BEYOND: dict[str, GuideScenario] = {s.name: s for s in (
     GuideScenario("node_freeze", "FreezeNode", Serving.OTHERS,

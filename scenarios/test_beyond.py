@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from harness import beyond
-from harness.pytest_plugin import assert_passed
+from harness.known_issues import DEATH_AFTER_HEAL
+from harness.pytest_plugin import assert_known_issue, assert_passed
 
 pytestmark = pytest.mark.stack
 
@@ -75,4 +76,11 @@ def test_rolling_upgrade(stack, serve_chaos_replay):
 def test_long_hold(stack, serve_chaos_replay, name):
     target = {"node_freeze": stack.worker_names()[-1], "proxy_freeze": stack.worker_names()[0],
               "node_partition": stack.worker_names()[-1], "redis_partition": None}[name.removesuffix("_long_hold")]
+    if name == "node_partition_long_hold":
+        # Ray 2.60 declares the node dead 10-11 s after a 45 s cut heals (2 of 2 runs, docs/findings.md): the node
+        # restarts within the observation window, so node_kept, and only it, fails, carrying node_declared_dead
+        judged = serve_chaos_replay(stack, name, lambda run: beyond.run_beyond(name, run, stack, target),
+                                    known_issue=DEATH_AFTER_HEAL)
+        assert_known_issue(judged, "node_kept")
+        return
     assert_passed(serve_chaos_replay(stack, name, lambda run: beyond.run_beyond(name, run, stack, target)))

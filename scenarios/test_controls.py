@@ -5,10 +5,13 @@ property names: every control states the checks that must fail and a pattern eac
 (``Fails``), and prints them. The stacks:
 
 - the fragile stack (cluster/controls/fragile.toml): one replica, pinned to worker1 (the guide's worker and
-  replica failures, and beyond it a hung node and a node cut off from the head);
+  replica failures, and beyond it a hung node, a node cut off from the head, a slow link into it, its drain, and
+  a rolling upgrade of the one replica);
 - the health-controls stack (cluster/controls/health_controls.toml): the health-check app's check runs once an
   hour, and a third HealthToggle replica has nowhere to go;
 - the no-GCS-FT stack: the head runs without Redis;
+- the Redis-without-data stack (cluster/controls/redis_no_data.toml): Redis restarts empty (``make
+  nightly-beyond``, beside ``redis_outage``);
 - the shared stack, with the repairing part switched off: the operator disarmed (nothing brings a killed
   controller back), a squatter holding the killed proxy's port (its replacement cannot bind), or proxies that
   outlived a replaced controller (Ray 2.60 never tells them of new replicas).
@@ -244,6 +247,11 @@ def health_stack(pytestconfig) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="class")
+def redis_no_data_stack(pytestconfig) -> Iterator[LocalCluster]:
+    yield from control_stack("redis_no_data.toml", pytestconfig)
+
+
+@pytest.fixture(scope="class")
 def no_ft_stack(pytestconfig) -> Iterator[LocalCluster]:
     yield from control_stack("no_gcs_ft.toml", pytestconfig)
 
@@ -281,6 +289,24 @@ class TestFragileStack:
                                    "worker1")
         assert_failed(result, Fails("availability", r"availability raw: lowest endpoint head "),
                       Fails("longest_outage", r"longest outage [\d.]+s on head "))
+
+    def test_slow_network_control(self, fragile_stack, control):
+        """The only replica's node behind a slow, lossy link: every proxy's requests cross it."""
+        result = beyond.run_beyond("slow_network", control(fragile_stack, "slow_network"), fragile_stack, "worker1")
+        assert_failed(result, Fails("availability", rf"availability raw: lowest endpoint {SURVIVOR} "))
+
+    def test_graceful_drain_control(self, fragile_stack, control):
+        """The only replica's node drained: Serve cannot start its replacement anywhere else (it is pinned)."""
+        result = beyond.run_beyond("graceful_drain", control(fragile_stack, "graceful_drain"), fragile_stack,
+                                   "worker1")
+        assert_failed(result, Fails("availability", rf"availability raw: lowest endpoint {SURVIVOR} "),
+                      Fails("longest_outage", rf"longest outage [\d.]+s on {SURVIVOR} "))
+
+    def test_rolling_upgrade_control(self, fragile_stack, control):
+        """One replica upgraded: Serve stops the old version before the new one has run its constructor."""
+        result = beyond.run_beyond("rolling_upgrade", control(fragile_stack, "rolling_upgrade"), fragile_stack)
+        assert_failed(result, Fails("availability", r"availability raw: lowest endpoint \w+ "),
+                      Fails("longest_outage", r"longest outage [\d.]+s on \w+ "))
 
     def test_worker_node_failure_control(self, fragile_stack, control):
         # last on this stack: worker1 is lost for good, and the replacement has no `pinned` resource
@@ -345,3 +371,18 @@ class TestNoGcsFt:
         assert restarted, f"no worker restarted after the head came back without its GCS data: {after}"
         assert ("operator", "serve_missing", "app") in after and ("operator", "serve_config_applied", "app") in after, \
             f"the app did not go away and come back through a redeploy: {after}"
+
+
+# --- Redis without its data: the control of the Redis faults (make nightly-beyond, beside redis_outage) ------
+
+@pytest.mark.nightly
+class TestRedisWithoutData:
+
+    def test_redis_outage_without_data(self, redis_no_data_stack, control):
+        """Redis down for the hold and back empty: the head's GCS comes back to no cluster state, so the workers'
+        raylets are strangers to it, their replicas die with them and the app is redeployed: the workers'
+        proxies, which a Redis outage with its data spares, fail."""
+        result = beyond.run_beyond("redis_outage", control(redis_no_data_stack, "redis_outage"), redis_no_data_stack)
+        assert_failed(result, Fails("availability", r"availability raw: lowest endpoint worker\d "),
+                      Fails("replicas_kept", r"expected the \d+ replicas on \['worker1', 'worker2'\] to keep their "
+                                             r"PIDs; changed or gone"))

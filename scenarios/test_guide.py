@@ -12,33 +12,11 @@ from __future__ import annotations
 import pytest
 
 from harness import guide
-from harness.known_issues import STALE_PROXIES, Outcome
-from harness.pytest_plugin import assert_passed
+from harness.known_issues import STALE_PROXIES
+from harness.pytest_plugin import assert_known_issue, assert_passed
 from harness.records import Judged
-from harness.verdict import Status, explain
 
 pytestmark = pytest.mark.stack
-
-
-def assert_known_issue(judged: Judged, check: str) -> None:
-    """On a Ray version the issue was seen on, the scenario fails on exactly the check that shows the defect (a
-    FAIL carrying the issue's figure), and passes every other: an UNKNOWN or another failure is not the known
-    issue, and a pass is an unexpected pass (the defect may be fixed: drop the expectation). On another version
-    it runs as a plain scenario and must pass. Another failure that no replay repeats is flaky (a warning)."""
-    if judged.flaky:
-        assert_passed(judged)
-        return
-    result = judged.first
-    failed = sorted(v.name for v in result.verdict.parts if v.status is not Status.PASS)
-    issue = result.known_issue
-    assert issue is not None
-    if not issue.applies_to(result.ray_version):
-        assert result.outcome is Outcome.PASSED, f"{result.scenario}: {result.known_issue_note}; {explain(result.verdict)}"
-        return
-    assert result.outcome is Outcome.EXPECTED_FAILURE and failed == [check], (
-        f"{result.scenario}: {result.outcome}: expected to fail on {check} alone ({issue.label}), but failed on "
-        f"{failed}: {explain(result.verdict)}" if failed else
-        f"{result.scenario}: {check} passed: {result.known_issue_note}")
 
 
 def test_worker_pod_failure(stack, serve_chaos_replay):

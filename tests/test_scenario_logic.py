@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,10 @@ from harness.checkers.faults import fault_took_effect, traffic_coverage
 from harness.checkers.traffic import checker
 from harness.faults import Fault
 from harness.history import EventKind, History, HistoryWriter, TrafficPhase
+from harness.known_issues import DEATH_AFTER_HEAL
 from harness.records import Budget, BudgetError, ScenarioResult, load_budget
-from harness.scenario import Procedure, ScenarioRun, run_procedure
+from harness.scenario import Evidence, Procedure, ScenarioRun, run_procedure
+from harness.stack.cluster import NodeInfo, StackStatus
 from harness.testing.fake import (
     CONTROLLER_ACTOR_NAME,
     HEALTH_APP,
@@ -208,9 +211,9 @@ def test_a_healthy_fake_passes_the_guide_scenario(make_cluster, make_run, name: 
 
 
 BEYOND_PARTS = {
-    "node_freeze": {"faulted_endpoint", "replicas_kept", "replicas_running"},
+    "node_freeze": {"faulted_endpoint", "replicas_kept", "replicas_running", "node_kept"},
     "proxy_freeze": {"faulted_endpoint", "replicas_kept"},
-    "node_partition": {"faulted_endpoint", "replicas_kept", "replicas_running"},
+    "node_partition": {"faulted_endpoint", "replicas_kept", "replicas_running", "node_kept"},
     "redis_partition": {"replicas_kept", "accepts_changes"},
 }
 HELD_PHASES = [*FULL_PHASES[:4], "hold", *FULL_PHASES[4:]]
@@ -569,3 +572,25 @@ def test_the_progress_line_counts_every_route_of_a_faulted_node_as_faulted():
     assert split_endpoints(labels, {"worker3"}) == (["head", "head/health", "worker1", "worker1/health"],
                                                     ["worker3", "worker3/health"])
     assert split_endpoints(labels, {"controller"})[1] == []
+
+
+def _status(node_id: str | None, state: str | None) -> StackStatus:
+    return StackStatus("sc1", (NodeInfo("head", "head", "10.0.0.10", True, "h" * 12, "ALIVE"),
+                               NodeInfo("worker2", "worker", "10.0.0.12", True, node_id, state)), None, (), (), (), True)
+
+
+@pytest.mark.parametrize(("after_id", "after_state", "status", "dead"), [
+    ("a" * 12, "ALIVE", Status.PASS, 0.0),  # rode it out
+    ("b" * 12, "ALIVE", Status.FAIL, 1.0),  # declared dead, back as a new node by the end
+    ("a" * 12, "DEAD", Status.FAIL, 1.0),  # declared dead, not back
+    (None, None, Status.UNKNOWN, None),  # the head could not tell
+])
+def test_node_kept_fails_on_a_node_ray_declared_dead_with_the_figure_a_known_issue_pins(after_id, after_state,
+                                                                                         status, dead):
+    fault = types.SimpleNamespace(target="worker2")
+    evidence = Evidence(fault, History(), _status("a" * 12, "ALIVE"), _status(after_id, after_state), None)
+    verdict = beyond.node_kept(evidence)
+    assert verdict.status is status, verdict.reason
+    assert verdict.figures.get("node_declared_dead") == dead
+    if status is Status.FAIL:
+        assert DEATH_AFTER_HEAL.shown_by(Verdict("v", Status.FAIL, "", parts=(verdict,)))
