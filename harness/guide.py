@@ -26,7 +26,7 @@ from harness.checkers.evidence import (
     replicas_replaced,
 )
 from harness.checkers.traffic import longest_outage
-from harness.faults import HeldFault, KillReplica, TargetKind, fault_kind
+from harness.faults import DegradeNetwork, HeldFault, KillReplica, TargetKind, fault_kind
 from harness.records import ScenarioResult
 from harness.routing import routing_verdict
 from harness.scenario import (
@@ -333,6 +333,8 @@ def run_guide(scenario: GuideScenario, run: ScenarioRun, cluster: Cluster, targe
     fault = kind.build(cluster, target, app)
     if isinstance(fault, HeldFault):
         fault.hold_s = run.budget.hold_s
+    if isinstance(fault, DegradeNetwork):
+        fault.rate_kbit, fault.loss = run.budget.link_rate_kbit, run.budget.link_loss
     endpoints, check, request = scenario_traffic(scenario, cluster)
     procedure = Procedure(
         fault, endpoints,

@@ -76,6 +76,8 @@ class Budget:
     confirm_s: float = 30.0  # how long "taken effect" may take to show
     max_detection_s: float | None = None  # health-check scenario: toggle -> replica seen unhealthy
     hold_s: float = 10.0  # how long a fault that lasts until it is ended (a freeze, a partition) is held
+    link_rate_kbit: int = 1000  # the slow link a DegradeNetwork holds: its bandwidth (tbf) ...
+    link_loss: float = 0.05  # ... and the share of its packets dropped at random (iptables statistic)
 
 
 class BudgetError(ValueError):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.faults import make_fault
 from harness.kube.backend import rayservice_is_ready, scale_patch
 from harness.kube.forward import PortForwards
 from harness.kube.kind import KindCluster, sweep_kind
@@ -315,6 +316,15 @@ def test_partitions_and_slow_links_are_refused_with_the_reason(settings, runner)
         cluster.degrade_network("worker1", 1000, 0.05)
     assert cluster.partitioned_from("worker1") == () and cluster.network_degradation("worker1") is None
     assert not [argv for argv, _ in runner.calls if {"exec", "apply", "patch"} & set(argv)]
+
+
+@pytest.mark.parametrize("kind", ["RedisDown", "RedisDownHeadKilled"])
+def test_redis_faults_are_refused_with_the_reason_before_anything_is_done(settings, runner, kind):
+    """The Redis pod's data is an emptyDir: a Redis stopped there would come back empty, which is another fault."""
+    fault = make_fault(kind, kind_cluster(settings, runner), "redis")
+    with pytest.raises(StackError, match="Redis pod's data is an emptyDir, lost with the pod"):
+        fault.inject()
+    assert not [argv for argv, _ in runner.calls if {"exec", "delete", "scale", "patch"} & set(argv)]
 
 
 def test_node_processes_come_from_the_pods_proc(settings, runner):

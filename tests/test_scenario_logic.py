@@ -63,6 +63,12 @@ hold_s = 0.5
 hold_s = 0.5
 [redis_partition]
 hold_s = 0.5
+[slow_network]
+hold_s = 0.5
+[slow_network_severe]
+hold_s = 0.5
+link_rate_kbit = 100
+link_loss = 0.5
 [rolling_upgrade]
 max_recovery_s = 10.0
 
@@ -594,3 +600,15 @@ def test_node_kept_fails_on_a_node_ray_declared_dead_with_the_figure_a_known_iss
     assert verdict.figures.get("node_declared_dead") == dead
     if status is Status.FAIL:
         assert DEATH_AFTER_HEAL.shown_by(Verdict("v", Status.FAIL, "", parts=(verdict,)))
+
+
+@pytest.mark.parametrize(("budget", "link"), [("slow_network", "tbf 1000Kbit, random drop 5.0%"),
+                                              ("slow_network_severe", "tbf 100Kbit, random drop 50.0%")])
+def test_the_slow_link_is_the_one_the_budget_names(make_cluster, make_run, budget: str, link: str):
+    """slow_network's link comes from its budget table (a control holds a worse one): the fake records it."""
+    cluster = make_cluster()
+    run = make_run(cluster, budget)
+    result = guide.run_guide(beyond.BEYOND["slow_network"], run, cluster, "worker2")
+    assert result.verdict.status is Status.PASS, explain(result.verdict)
+    degraded = [e.detail for e in cluster.events() if e.kind == "network_degraded"]
+    assert degraded == [link]

@@ -332,6 +332,13 @@ class RayServiceCluster:
             return self._slots
 
     def _slot(self, node: str) -> Slot:
+        if node == REDIS_NAME:
+            # Redis is no Ray node here: its Deployment's data is an emptyDir, lost with its pod, so stopping or
+            # killing it would be Redis coming back without its data (the control), not the outage RedisDown is
+            raise KubeStackError(
+                "Redis faults (RedisDown, RedisDownHeadKilled) are not supported on the kube backend: the Redis "
+                "pod's data is an emptyDir, lost with the pod, so a stopped Redis would come back empty; on the "
+                "local backend Redis keeps its appendonly file")
         for slot in self.refresh():
             if slot.name == node:
                 return slot
