@@ -30,6 +30,7 @@ from harness.stack.cluster import (
     ReplicaInfo,
     StackStatus,
 )
+from harness.stack.drivers import PROXY_CLASSES
 from harness.stack.health import answers, join_path, probe_url
 
 CONTROLLER_NAME = "SERVE_CONTROLLER_ACTOR"
@@ -306,7 +307,8 @@ class KillProxy:
     def taken_effect(self) -> bool:
         """Ray's State API lists the old proxy process as gone (actors() raises while the head is down: not yet)."""
         assert self.before is not None
-        old = [a for a in self.cluster.actors(class_name="ProxyActor") if a.actor_id == self.before.actor_id]
+        old = [a for cls in PROXY_CLASSES for a in self.cluster.actors(class_name=cls)
+               if a.actor_id == self.before.actor_id]
         return not old or old[0].state != "ALIVE" or old[0].pid != self.before.pid
 
     def recovered(self) -> bool:

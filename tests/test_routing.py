@@ -164,3 +164,26 @@ def test_read_routing_parses_the_drivers_answer():
 def test_read_routing_raises_when_the_answer_is_missing_or_damaged(result, message):
     with pytest.raises(RoutingUnavailable, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_routing(DriverStub(result).run_driver, ["/"])
+
+
+def test_the_routing_snippet_asks_every_proxy_class_haproxy_included(monkeypatch, capsys):
+    """With RAY_SERVE_ENABLE_HA_PROXY=1 each node's proxy is an HAProxyManager, not a ProxyActor: the snippet, run
+    here against a stubbed State API and actor handles, reads both."""
+    import types
+
+    import ray.util.state
+
+    alive = {"ProxyActor": [types.SimpleNamespace(actor_id="p1", name="SERVE_PROXY_ACTOR-a")],
+             "HAProxyManager": [types.SimpleNamespace(actor_id="h2", name="SERVE_PROXY_ACTOR-b")]}
+    monkeypatch.setattr(ray.util.state, "list_actors",
+                        lambda filters, limit: alive[dict((k, v) for k, _, v in filters)["class_name"]])
+    replica = types.SimpleNamespace(unique_id="r1", deployment_id=types.SimpleNamespace(name="SleepyPid"))
+    handle = types.SimpleNamespace(_dump_ingress_replicas_for_testing=types.SimpleNamespace(
+        remote=lambda route: [replica]))
+    fake_ray = types.SimpleNamespace(get=lambda ref, timeout: ref, get_actor=lambda name, namespace: handle)
+    stub = DriverStub(DriverResult(0, "", ""))
+    with pytest.raises(RoutingUnavailable):
+        read_routing(stub.run_driver, ["/"])  # only to capture the snippet it sends
+    exec(stub.snippet, {"ray": fake_ray})  # noqa: S102 - the harness's own snippet, with stubs
+    rows = json.loads(capsys.readouterr().out.split(MARKER, 1)[1])
+    assert [(r["actor_id"], r["replicas"]) for r in rows] == [("p1", ["r1"]), ("h2", ["r1"])]

@@ -15,6 +15,9 @@ def kill_actor_snippet(name: str, namespace: str, no_restart: bool) -> str:
     return f"ray.kill(ray.get_actor({name!r}, namespace={namespace!r}), no_restart={no_restart!r})\nprint('killed')"
 
 
+# The class of Serve's per-node proxy actor: ProxyActor by default, HAProxyManager with RAY_SERVE_ENABLE_HA_PROXY=1
+# (Ray 2.60's ray/serve/_private/haproxy.py); both answer _dump_ingress_replicas_for_testing.
+PROXY_CLASSES = ("ProxyActor", "HAProxyManager")
 MARKER = "SERVE_CHAOS_ROUTING "
 DRIVER_TIMEOUT_S = 60.0  # one reading of every proxy's routing (a driver): at most this long
 
@@ -22,7 +25,9 @@ _SNIPPET = """
 import json
 from ray.util.state import list_actors
 out = []
-for a in list_actors(filters=[("class_name", "=", "ProxyActor"), ("state", "=", "ALIVE")], limit=1000):
+proxies = [a for cls in PROXY_CLASSES
+           for a in list_actors(filters=[("class_name", "=", cls), ("state", "=", "ALIVE")], limit=1000)]
+for a in proxies:
     for route in ROUTES:
         row = {"actor_id": a.actor_id, "name": a.name, "route": route}
         try:
@@ -47,7 +52,8 @@ def read_routing(run_driver: RunDriver, routes: Iterable[str], timeout_s: float 
     ``_dump_ingress_replicas_for_testing``, the method Ray's own tests use). Raises RoutingUnavailable when the
     driver fails."""
     routes = tuple(dict.fromkeys(routes))
-    snippet = f"ROUTES = {list(routes)!r}\nTIMEOUT = 5\nMARKER = {MARKER!r}\n" + _SNIPPET
+    snippet = (f"ROUTES = {list(routes)!r}\nTIMEOUT = 5\nMARKER = {MARKER!r}\nPROXY_CLASSES = {PROXY_CLASSES!r}\n"
+               + _SNIPPET)
     result = run_driver(snippet, timeout_s=timeout_s)
     line = next((ln for ln in result.stdout.splitlines() if ln.startswith(MARKER)), None)
     if result.returncode != 0 or line is None:
