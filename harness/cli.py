@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "harness.traffic_cli",  # traffic, verdict
     "harness.report_cli",
     "harness.nightly_cli",  # nightly
+    "harness.matrix_cli",  # matrix
 )
 
 

@@ -24,6 +24,7 @@ NEEDS_STACK = {  # subcommand -> why this test does not run it
     "inject": "injects into a running stack (tests/test_local_stack.py)",
     "traffic": "sends load to a running stack's proxies (tests/test_traffic_cli.py, to a loopback server)",
     "nightly": "runs the seed suite N times on the real stack (make nightly)",
+    "matrix": "runs the scenarios once per cell, each on a real stack of its own (tests/test_matrix.py runs its dry run)",
 }
 
 

@@ -24,16 +24,18 @@ import plotly.offline
 from markupsafe import Markup
 
 from harness.history import History, HistoryError
+from harness.matrix import read_record
 from harness.measures import observed_resolution
 from harness.records import CONFIG, HISTORY, TIMELINE, Budget
 from harness.report import fmt
 from harness.report.compare import Movement, RunComparison, Tolerances, compare_runs
+from harness.report.matrix import INDEX, MatrixGrid, build_grid, comparison_page
 from harness.report.model import RunSummary, ScenarioSummary, load_run
 from harness.report.redact import ConfigEntry, RedactedConfig, redact_config
 from harness.report.timeline import timeline_figure
 from harness.verdict import Status
 
-INDEX = "index.html"
+GRID = "grid.json"  # in a matrix folder: the grid's figures, for a program to read
 CONFIG_REDACTED = "config.redacted.json"  # the report's own file
 LATEST = "latest"
 RUN_ID = re.compile(r"^\d{8}-\d{6}(-[0-9a-f]+)?$")  # the pytest plugin's <date>-<time>-<hex>
@@ -217,3 +219,29 @@ def attach_timeline(scenario_dir: Path) -> Path:
         return path
     allure.attach.file(str(path), name="timeline", attachment_type=allure.attachment_type.HTML)
     return path
+
+
+def write_matrix_report(folder: Path, tolerances: Tolerances = Tolerances()) -> tuple[Path, MatrixGrid]:
+    """Write a matrix folder's page, ``<folder>/index.html`` (one file; it opens offline and loads nothing), with
+    beside it each non-baseline cell's comparison with the baseline cell (``compare-<cell>.html``: the page
+    ``report --compare BASELINE CELL`` writes), the run page of a cell whose session stopped before writing its
+    own, and ``grid.json``. A matrix stopped midway renders with what ran."""
+    folder = Path(folder)
+    record = read_record(folder)
+    runs = {r.cell_id: folder / r.run_dir for r in record.runs if r.run_dir and (folder / r.run_dir).is_dir()}
+    for run_dir in runs.values():
+        if not (run_dir / INDEX).exists():
+            write_run_report(run_dir)
+    comparisons: dict[str, tuple[str, RunComparison]] = {}
+    if record.baseline in runs:
+        for cell_id, run_dir in runs.items():
+            if cell_id != record.baseline:
+                _, comparison = write_comparison(runs[record.baseline], run_dir, out=folder / comparison_page(cell_id),
+                                                 tolerances=tolerances)
+                comparisons[cell_id] = (comparison_page(cell_id), comparison)
+    grid = build_grid(folder, record, comparisons)
+    html = _env.get_template("matrix.html.j2").render(grid=grid, generated=_now())
+    page = folder / INDEX
+    _write(page, html)
+    _write(folder / GRID, json.dumps(grid.to_json(), indent=2) + "\n")
+    return page, grid
