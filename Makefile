@@ -7,7 +7,7 @@ ALLURE_VERSION := 3.18.0
 ALLURE := .allure/node_modules/.bin/allure
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo stack-demo test test-fast bench nightly nightly-beyond schedule allure clean-stack
+.PHONY: setup system-packages demo stack-demo test test-fast bench nightly nightly-beyond matrix schedule allure clean-stack
 
 setup: system-packages $(STAMP)
 
@@ -48,16 +48,20 @@ stack-demo: setup
 # `make test` runs everything: the harness's tests, the seed scenarios and their controls, and the random
 # schedule with its control on the shared stack, with a fixed seed (change it with SCHEDULE_SEED=...); then,
 # in a session of its own once the shared stack is down, the composed example's scenarios (two Serve stacks
-# with this app at once saturate a 2-core machine: its requests cross two deployments). Both always run; the
-# target fails if either fails. `make schedule` runs the random schedule alone, on a stack of its own.
+# with this app at once saturate a 2-core machine: its requests cross two deployments); last, in a session of its
+# own, a two-cell matrix (GCS FT on Redis and on RocksDB, replica_failure each). All three always run; the
+# target fails if any fails. `make schedule` runs the random schedule alone, on a stack of its own.
 SCHEDULE_SEED ?= 1  # its short profile: KillReplica(head); KillWorkerPod(worker2) then FailHealthCheck(worker1)
 OWN_APP := scenarios/test_own_app.py
+MATRIX_LIVE := scenarios/test_matrix_live.py
 test: setup
-	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest -m "not nightly" --junitxml=reports/junit.xml --ignore=$(OWN_APP); \
+	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest -m "not nightly" --junitxml=reports/junit.xml --ignore=$(OWN_APP) --ignore=$(MATRIX_LIVE); \
 	main=$$?; \
 	$(PY) -m pytest --junitxml=reports/junit-own-app.xml $(OWN_APP); \
 	own=$$?; \
-	exit $$(( main != 0 ? main : own ))
+	$(PY) -m pytest --junitxml=reports/junit-matrix.xml $(MATRIX_LIVE) -s; \
+	matrix=$$?; \
+	exit $$(( main != 0 ? main : own != 0 ? own : matrix ))
 
 schedule: setup
 	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest scenarios/test_random_schedule.py $(PYTEST_ARGS)
@@ -87,6 +91,13 @@ nightly-beyond: setup
 	$(PY) -m harness nightly --repeat $(N) --scenarios scenarios/test_beyond.py
 	$(PY) -m pytest scenarios/test_controls.py -m nightly $(PYTEST_ARGS)
 	SERVE_CHAOS_SCHEDULE_PROFILE=beyond $(PY) -m pytest scenarios/test_random_schedule.py -k "not control" $(PYTEST_ARGS)
+
+# The seed suite across a matrix (docs/matrix.md): Ray 2.60.0 and 2.59.0 (a venv each, built once and cached),
+# GCS fault tolerance on Redis and on embedded RocksDB, Serve's proxy and HAProxy. 8 cells, each on a stack of its
+# own, about 8 min a cell here; one grid in reports/matrix-<date>-<time>/index.html.
+MATRIX_AXES ?= --axis ray=2.60.0,2.59.0 --axis gcs=redis,rocksdb --axis ingress=proxy,haproxy
+matrix: setup
+	$(PY) -m harness matrix $(MATRIX_AXES) -- --serve-chaos-replays=0
 
 $(ALLURE):
 	npm install --prefix .allure --no-save --no-audit --no-fund allure@$(ALLURE_VERSION)
