@@ -523,7 +523,7 @@ class CellBudgets:
     changes: tuple[BudgetChange, ...]
 
 
-MEASURED = re.compile(r"measured.*\d|\d.*measured", re.I)
+MEASURED = re.compile(r"measured.*\d|\d.*measured", re.IGNORECASE)
 
 
 def _comments(text: str) -> dict[tuple[str, str], str]:

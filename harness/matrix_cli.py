@@ -37,7 +37,6 @@ from harness.matrix import (
     budgets_of,
     cell_config,
     find_cell,
-    kube_image as image_of,
     parse_axes,
     parse_budgets_for,
     plan_cells,
@@ -45,6 +44,9 @@ from harness.matrix import (
     read_record,
     write_cell_config,
     write_record,
+)
+from harness.matrix import (
+    kube_image as image_of,
 )
 from harness.matrix_run import SubprocessCells, run_matrix
 from harness.records import DEFAULT_BUDGETS
@@ -89,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_matrix)
 
 
-def _interrupt(signum, frame) -> None:  # noqa: ARG001
+def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 

@@ -712,7 +712,7 @@ def test_the_dry_run_prints_every_cell_and_what_it_sets_and_writes_nothing(tmp_p
     out = res.stdout
     assert out.startswith("4 cells; baseline ray-9.9.9_gcs-redis_ingress-haproxy; scenarios scenarios/test_guide.py")
     assert "cell 3/4 ray-9.9.9_gcs-redis_ingress-haproxy (baseline)" in out
-    cells = re.findall(r"^cell (\d)/4 (\S+)", out, re.M)
+    cells = re.findall(r"^cell (\d)/4 (\S+)", out, re.MULTILINE)
     assert [c[1] for c in cells] == [c.id for c in product(parse_axes(["ray=2.60.0,9.9.9", "gcs=redis,rocksdb",
                                                                        "ingress=haproxy"]))]
     assert out.count("RAY_SERVE_ENABLE_HA_PROXY=1") == 4 and out.count("needs: an haproxy binary") == 4

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from harness.known_issues import Outcome
 from harness.matrix import CELL_LOG, CellRun, MatrixCell, MatrixRecord, read_record
-from harness.report.compare import Movement, RunComparison, ScenarioDelta, Tolerances, compare_scenarios
+from harness.report.compare import (
+    Movement,
+    RunComparison,
+    ScenarioDelta,
+    Tolerances,
+    compare_scenarios,
+)
 from harness.report.model import RunSummary, ScenarioSummary, load_run
 
 INDEX = "index.html"  # the run page's name in its folder, and the matrix page's in the matrix folder
