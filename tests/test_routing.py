@@ -15,6 +15,7 @@ from harness.routing import routing_verdict, wait_routing_converged
 from harness.stack.cluster import (
     AppInfo,
     DriverResult,
+    NodeInfo,
     ProxyInfo,
     ProxyRoute,
     ReplicaInfo,
@@ -187,3 +188,15 @@ def test_the_routing_snippet_asks_every_proxy_class_haproxy_included(monkeypatch
     exec(stub.snippet, {"ray": fake_ray})  # noqa: S102 - the harness's own snippet, with stubs
     rows = json.loads(capsys.readouterr().out.split(MARKER, 1)[1])
     assert [(r["actor_id"], r["replicas"]) for r in rows] == [("p1", ["r1"]), ("h2", ["r1"])]
+
+
+def test_haproxys_fallback_proxy_is_placed_on_its_node_by_the_ray_node_id_its_name_ends_with():
+    """HAProxy mode runs a ProxyActor named SERVE_PROXY_ACTOR-fallback-<node id> on the head, which Serve's status
+    does not list: a stale one is named on its node (the repair then waits for a proxy there, never on None)."""
+    head_id = "8d0080cb537f9be94f62c1b3fb4233f7"
+    status = dataclasses.replace(STATUS, nodes=(NodeInfo("head", "head", "10.0.0.10", True, head_id, "ALIVE"),))
+    fallback = ProxyRoute("p-fb", f"SERVE_PROXY_ACTOR-fallback-{head_id}", "/", frozenset({"old"}),
+                          frozenset({"SleepyPid"}))
+    stranger = ProxyRoute("p-x", "SERVE_PROXY_ACTOR-fallback-ffff", "/", frozenset({"old"}), frozenset({"SleepyPid"}))
+    assert [(s.node, s.proxy_actor_id) for s in stale_routes(status, [fallback, stranger])] == [("head", "p-fb"),
+                                                                                               (None, "p-x")]

@@ -67,11 +67,23 @@ class RoutingReading:
         return "; ".join(parts) or "no proxy's table was read"
 
 
+def _nodes_of_proxies(status: StackStatus, routing: Sequence[ProxyRoute]) -> dict[str, str | None]:
+    """The node of each proxy actor read: as Serve's status lists it, else by the Ray node id its actor name ends
+    with (``SERVE_PROXY_ACTOR-<node id>``). HAProxy mode runs, besides each node's HAProxyManager, a ``fallback``
+    ProxyActor on the head (``SERVE_PROXY_ACTOR-fallback-<node id>``) that Serve's status does not list."""
+    node_of: dict[str, str | None] = {p.actor_id: p.node for p in status.proxies}
+    by_ray_id = {n.ray_node_id: n.name for n in status.nodes if n.ray_node_id}
+    for row in routing:
+        if node_of.get(row.proxy_actor_id) is None:
+            node_of[row.proxy_actor_id] = by_ray_id.get(row.proxy_name.rsplit("-", 1)[-1])
+    return node_of
+
+
 def stale_routes(status: StackStatus, routing: Sequence[ProxyRoute]) -> tuple[StaleRoute, ...]:
     """Routes whose proxy's replica set differs from the RUNNING replicas the controller runs for that route:
     of the deployment the proxies route there, else of the application whose route prefix it is. Unreadable
     rows are not stale (``reading`` reports them as unread)."""
-    node_of = {p.actor_id: p.node for p in status.proxies}
+    node_of = _nodes_of_proxies(status, routing)
     app_of = {a.route_prefix: a.name for a in status.apps if a.route_prefix}
     by_route: dict[str, set[str]] = {}
     for row in routing:
@@ -96,7 +108,7 @@ def reading(status: StackStatus, routing: Sequence[ProxyRoute], routes: Sequence
     if not status.serve_api_reachable:
         return RoutingReading((), (UnreadRoute(None, "", ", ".join(routes), "the Serve API did not answer"),), (),
                               tuple(routes))
-    node_of = {p.actor_id: p.node for p in status.proxies}
+    node_of = _nodes_of_proxies(status, routing)
     unread = [UnreadRoute(node_of.get(r.proxy_actor_id), r.proxy_actor_id, r.route, r.error or "no replica list")
               for r in routing if r.replicas is None]
     read = {(r.proxy_actor_id, r.route) for r in routing}
