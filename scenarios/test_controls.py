@@ -390,3 +390,14 @@ class TestRedisWithoutData:
         assert_failed(result, Fails("availability", r"availability raw: lowest endpoint worker\d "),
                       Fails("replicas_kept", r"expected the \d+ replicas on \['worker1', 'worker2'\] to keep their "
                                              r"PIDs; changed or gone"))
+
+    def test_head_failure_during_redis_outage_without_data(self, redis_no_data_stack, control):
+        """The head killed while Redis is down, Redis back empty: the restarted head's GCS has no cluster state
+        either, so the workers' proxies fail and their replicas are replaced."""
+        result = beyond.run_beyond("head_failure_during_redis_outage",
+                                   control(redis_no_data_stack, "head_failure_during_redis_outage"),
+                                   redis_no_data_stack)
+        assert_failed(result, Fails("availability", r"availability raw: lowest endpoint worker\d "),
+                      Fails("replicas_kept", r"expected the \d+ replicas on \['worker1', 'worker2'\] to keep their "
+                                             r"PIDs; changed or gone"))
+
