@@ -177,7 +177,7 @@ def test_the_routing_snippet_asks_every_proxy_class_haproxy_included(monkeypatch
     alive = {"ProxyActor": [types.SimpleNamespace(actor_id="p1", name="SERVE_PROXY_ACTOR-a")],
              "HAProxyManager": [types.SimpleNamespace(actor_id="h2", name="SERVE_PROXY_ACTOR-b")]}
     monkeypatch.setattr(ray.util.state, "list_actors",
-                        lambda filters, limit: alive[dict((k, v) for k, _, v in filters)["class_name"]])
+                        lambda filters, limit: alive[{k: v for k, _, v in filters}["class_name"]])
     replica = types.SimpleNamespace(unique_id="r1", deployment_id=types.SimpleNamespace(name="SleepyPid"))
     handle = types.SimpleNamespace(_dump_ingress_replicas_for_testing=types.SimpleNamespace(
         remote=lambda route: [replica]))
