@@ -51,8 +51,12 @@ class KindCluster(RayServiceCluster):
 
     # --- up -------------------------------------------------------------------------------------------------
     def preflight(self) -> None:
-        require_tools(("docker", "kind", "kubectl", "helm"))
+        helm = ("helm",) if self.settings.kind.kuberay_install == "helm" else ()
+        require_tools(("docker", "kind", "kubectl", *helm))
         require_docker_engine(self.runner)
+        if self.settings.kind.kuberay_install == "manifest" and not self.settings.kind.kuberay_manifest_path().is_file():
+            raise KubeStackError(f"the KubeRay operator's manifest {self.settings.kind.kuberay_manifest_path()} does not "
+                                 "exist: build it (and the offline images) with `make kind-images`")
         super().preflight()
 
     def _provision(self, report: UpReport, progress: Progress) -> None:
@@ -85,16 +89,25 @@ class KindCluster(RayServiceCluster):
         images = [(self.settings.kube.ray_image, workers)]
         if self.config.redis.enabled:
             images.append((self.settings.kube.redis_image, redis_nodes))
+        if self.settings.kind.kuberay_install == "manifest":
+            images.append((self.settings.kind.kuberay_image, []))
         timeout = self.settings.timeouts.images_s
         for image, targets in images:
             if not self._run(docker_image_present(image), f"looking for {image} on the host", check=False).ok:
-                self._run(docker_pull(image), f"pulling {image} on the host (or set [kind] preload_images = false)",
-                          timeout_s=timeout)
+                self._run(docker_pull(image), f"pulling {image} on the host (or set [kind] preload_images = false; "
+                          "with no registry, build it: `make kind-images`)", timeout_s=timeout)
             self._run(self.kind.load_image(image, targets), f"loading {image} into {', '.join(targets) or 'every node'}",
                       timeout_s=timeout)
 
     def _install_operator(self) -> None:
         kind = self.settings.kind
+        if kind.kuberay_install == "manifest":
+            manifest = kind.kuberay_manifest_path().read_text()
+            self._run(self.kubectl.in_namespace(self.settings.kube.operator_namespace).apply_stdin(),
+                      f"applying the KubeRay operator {kind.kuberay_version} ({kind.kuberay_manifest_path().name})",
+                      stdin=manifest, timeout_s=self.settings.timeouts.operator_ready_s)
+            self._wait_operator()
+            return
         self._run(helm_install_operator(chart=kind.kuberay_chart, repo=kind.kuberay_chart_repo,
                                         version=kind.kuberay_version, namespace=self.settings.kube.operator_namespace,
                                         context=self.kubectl.context, kubeconfig=self.kubectl.kubeconfig),

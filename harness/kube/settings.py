@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.stack.config import DATA, ConfigError
 
 DEFAULT_SETTINGS = DATA / "kube" / "kube.toml"
+OFFLINE_SETTINGS = DATA / "kube" / "kind-offline.toml"  # the images `make kind-images` builds (no registry)
+KIND_CACHE = Path(os.environ.get("SERVE_CHAOS_KIND_CACHE", "~/.cache/serve-chaos/kind")).expanduser()
 ALLOWED_CONTEXTS_ENV = "SERVE_CHAOS_ALLOWED_CONTEXTS"
 
 
@@ -51,8 +53,16 @@ class KindSection(_Section):
     kuberay_chart: str
     kuberay_chart_repo: str
     kuberay_version: str = Field(pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$")
+    kuberay_install: Literal["helm", "manifest"]
+    kuberay_image: str
+    kuberay_manifest: str
     redis_on_control_plane: bool
     preload_images: bool
+
+    def kuberay_manifest_path(self) -> Path:
+        """The operator's manifest (CRDs, RBAC, Deployment) for ``kuberay_install = "manifest"``: a path
+        relative to the kind image cache (``$SERVE_CHAOS_KIND_CACHE``), or absolute."""
+        return KIND_CACHE / Path(self.kuberay_manifest).expanduser()
 
 
 class KubeTimeouts(_Section):
