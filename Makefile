@@ -7,7 +7,8 @@ ALLURE_VERSION := 3.18.0
 ALLURE := .allure/node_modules/.bin/allure
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo stack-demo test test-fast bench nightly nightly-beyond matrix schedule allure clean-stack
+.PHONY: setup system-packages demo stack-demo test test-fast bench nightly nightly-beyond matrix schedule allure clean-stack \
+        kind-images test-kind
 
 setup: system-packages $(STAMP)
 
@@ -98,6 +99,20 @@ nightly-beyond: setup
 MATRIX_AXES ?= --axis ray=2.60.0,2.59.0 --axis gcs=redis,rocksdb --axis ingress=proxy,haproxy
 matrix: setup
 	$(PY) -m harness matrix $(MATRIX_AXES) -- --serve-chaos-replays=0
+
+# kind with no image registry (docs/kubernetes.md): Docker's engine from Debian, then kind, Kubernetes, etcd, CoreDNS
+# and KubeRay built from the Go module proxy, a kind node image on a debootstrap root, Ray's image from PyPI's
+# wheels. Cached in ~/.cache/serve-chaos/kind (SERVE_CHAOS_KIND_CACHE); a time per part. First run ~40 min here.
+KIND_CACHE ?= $(HOME)/.cache/serve-chaos/kind
+KIND_SETTINGS := cluster/kube/kind-offline.toml
+kind-images: setup
+	$(PY) cluster/kind/build_images.py $(KIND_IMAGES_ARGS)
+
+# The seed scenarios on a kind cluster built from those images (the kind CLI and kubectl from the cache first on
+# PATH), with KubeRay's RayService; then the backend's own live test. The budgets are the measured kind ones.
+test-kind: kind-images
+	PATH=$(KIND_CACHE)/bin:$$PATH $(PY) -m pytest scenarios/test_guide.py --backend kind --kube-config $(KIND_SETTINGS) \
+	  --budgets cluster/kube/budgets-kind.toml --junitxml=reports/junit-kind.xml -p no:cacheprovider $(PYTEST_ARGS)
 
 $(ALLURE):
 	npm install --prefix .allure --no-save --no-audit --no-fund allure@$(ALLURE_VERSION)

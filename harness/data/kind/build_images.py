@@ -71,7 +71,8 @@ def run(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | N
     """Run a command; on failure raise BuildError with the last lines of its output."""
     proc = subprocess.run(list(argv), cwd=cwd, env=env, input=stdin, capture_output=True, timeout=timeout_s)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()[-20:])
+        output = (proc.stdout + b"\n" + proc.stderr).decode(errors="replace").strip()
+        tail = "\n".join(output.splitlines()[-20:])
         raise BuildError(f"`{' '.join(map(str, argv))}` exited {proc.returncode}:\n{tail}")
     return proc.stdout.decode(errors="replace") if capture else ""
 
@@ -114,7 +115,9 @@ def host_ready() -> bool:
     if not missing_capabilities():
         return True
     info = subprocess.run(("docker", "info", "--format", "{{.DefaultRuntime}}"), capture_output=True, text=True)
-    return info.stdout.strip() == SHIM_RUNTIME
+    shim = BIN / "runc-shim"
+    return (info.stdout.strip() == SHIM_RUNTIME and SHIM.is_file() and shim.is_file()
+            and SHIM.read_bytes() == shim.read_bytes())
 
 
 def build_host() -> None:
@@ -128,8 +131,12 @@ def build_host() -> None:
     restart = False
     if missing_capabilities():
         SHIM.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(HERE / "runc-shim", SHIM)
-        SHIM.chmod(0o755)
+        if not (BIN / "runc-shim").is_file():
+            build_shim()
+        staged = SHIM.with_suffix(".new")
+        shutil.copy2(BIN / "runc-shim", staged)
+        staged.chmod(0o755)
+        staged.replace(SHIM)  # a rename: a runc-shim being executed is never overwritten
         config = json.loads(DAEMON_JSON.read_text()) if DAEMON_JSON.exists() else {}
         wanted = {**config, "runtimes": {**config.get("runtimes", {}), SHIM_RUNTIME: {"path": str(SHIM)}},
                   "default-runtime": SHIM_RUNTIME}
@@ -179,6 +186,13 @@ def _bins(*names: str) -> Callable[[], bool]:
 
 def _images(*tags: str) -> Callable[[], bool]:
     return lambda: all(image_exists(t) for t in tags)
+
+
+def build_shim() -> None:
+    """cluster/kind/runcshim: runc minus what this host cannot grant (its doc says what and why)."""
+    BIN.mkdir(parents=True, exist_ok=True)
+    run(("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(BIN / "runc-shim"), "."), cwd=HERE / "runcshim",
+        env=GOENV)
 
 
 def build_kind() -> None:
@@ -335,8 +349,9 @@ def build_components() -> None:
         if name == "pause":
             continue
         if name == "kube-proxy":
-            docker_build(tag, f"FROM {rootfs_tag('net')}\nCOPY kube-proxy /usr/local/bin/kube-proxy\n",
-                         {"kube-proxy": BIN / "kube-proxy"})
+            docker_build(tag, f"FROM {rootfs_tag('net')}\nCOPY kube-proxy /usr/local/bin/kube-proxy.real\n"
+                         "COPY iptables-mode /usr/local/bin/kube-proxy\n",
+                         {"kube-proxy": BIN / "kube-proxy", "iptables-mode": HERE / "iptables-mode"})
         elif name == "coredns":
             docker_build(tag, f"{static}COPY coredns /coredns\nENTRYPOINT [\"/coredns\"]\n",
                          {"coredns": BIN / "coredns"})
@@ -369,7 +384,7 @@ ln -sf /usr/bin/containerd /usr/local/bin/containerd
 ln -sf /usr/bin/containerd-shim-runc-v2 /usr/local/bin/containerd-shim-runc-v2
 ln -sf /usr/bin/ctr /usr/local/bin/ctr
 mkdir -p /opt/cni/bin && for p in host-local loopback ptp portmap bridge; do ln -sf /usr/lib/cni/$p /opt/cni/bin/$p; done
-ctr oci spec | jq '.hooks.createContainer |= [] | .mounts += [{"destination":"/sys/class/dmi/id/product_name","type":"bind","source":"/kind/product_name","options":["ro","bind"]}, {"destination":"/sys/class/dmi/id/product_uuid","type":"bind","source":"/kind/product_uuid","options":["ro","bind"]}] | del(.process.rlimits) | del(.hooks.createContainer)' > /etc/containerd/cri-base.json
+ctr oci spec | jq '.hooks.createContainer[.hooks.createContainer | length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json
 rm -f /etc/systemd/system/containerd.service.d/* 2>/dev/null || true
 systemctl enable kubelet.service containerd.service undo-mount-hacks.service
 systemctl mask systemd-binfmt.service
@@ -378,13 +393,15 @@ sed -i 's/^OnBootSec=.*/OnBootSec=1min/' /usr/lib/systemd/system/systemd-tmpfile
 """
     dockerfile = (f"FROM {rootfs_tag('node')}\nCOPY files/ /\nRUN chmod 755 /usr/local/bin/* /kind/bin/* && "
                   "rm -f /usr/sbin/policy-rc.d\n"
+                  # containerd's runc shim finds `runc` on PATH: /usr/local/sbin comes before Debian's /usr/sbin
+                  "COPY runc-shim /usr/local/sbin/runc\n"
                   f"COPY setup.sh /setup.sh\nRUN sh /setup.sh && rm /setup.sh\n"
                   "ENV container=docker\nSTOPSIGNAL SIGRTMIN+3\n"
                   'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]\n')
     with tempfile.TemporaryDirectory(prefix="kind-base-", dir=CACHE) as tmp:
         setup = Path(tmp) / "setup.sh"
         setup.write_text(script)
-        docker_build(base_tag(), dockerfile, {"files": files, "setup.sh": setup})
+        docker_build(base_tag(), dockerfile, {"files": files, "setup.sh": setup, "runc-shim": BIN / "runc-shim"})
 
 
 def base_tag() -> str:
@@ -443,19 +460,23 @@ def _docker_ref(tag: str) -> str:
 
 def build_ray() -> None:
     """Ray's image: Debian's Python 3.11 (the harness's own) with ray[serve] at the version requirements.lock
-    pins, installed from PyPI with the lock as constraints."""
+    pins. The wheel set is downloaded on the host (its trust store, its index settings), with the lock as
+    constraints, and installed in the image with no network and no index."""
     ray_version = ray_pin()
+    wheels = CACHE / f"wheels-ray-{ray_version}"
+    if not (wheels / ".complete").exists():
+        shutil.rmtree(wheels, ignore_errors=True)
+        run((sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
+             "-d", str(wheels), "-c", str(ROOT / "requirements.lock"), f"ray[serve]=={ray_version}"), timeout_s=1800)
+        (wheels / ".complete").write_text(ray_version)
     dockerfile = (f"FROM {rootfs_tag('ray')}\n"
-                  "COPY requirements.lock /tmp/requirements.lock\n"
-                  "RUN python3 -m venv /opt/ray && /opt/ray/bin/pip install --no-cache-dir --disable-pip-version-check "
-                  f"-c /tmp/requirements.lock 'ray[serve]=={ray_version}' && rm /tmp/requirements.lock\n"
-                  "ENV PATH=/opt/ray/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+                  "COPY wheels /tmp/wheels\n"
+                  # into the system Python, not a venv: KubeRay starts Ray from a login shell (`bash -lc`), whose
+                  # PATH is /etc/profile's, and probes and drivers call `ray` and `python` by name
+                  "RUN pip install --no-cache-dir --disable-pip-version-check --break-system-packages --no-index "
+                  f"--find-links /tmp/wheels 'ray[serve]=={ray_version}' && rm -rf /tmp/wheels\n"
                   "WORKDIR /root\n")
-    with tempfile.TemporaryDirectory(prefix="kind-ray-", dir=CACHE) as tmp:
-        ctx = Path(tmp)
-        shutil.copy2(ROOT / "requirements.lock", ctx / "requirements.lock")
-        (ctx / "Dockerfile").write_text(dockerfile + f'LABEL {KIND_IMAGES_LABEL}="ray"\n')
-        run(("docker", "build", "-t", SETTINGS.kube.ray_image, str(ctx)), timeout_s=1800)
+    docker_build(SETTINGS.kube.ray_image, dockerfile, {"wheels": wheels})
 
 
 def ray_pin() -> str:
@@ -510,7 +531,10 @@ def parts() -> list[Part]:
     v = VERSIONS
     recipe = _files_key(HERE / "images.toml", Path(__file__))
     return [
-        Part("host", "Docker engine and debootstrap on this host", _static("host"), host_ready, build_host),
+        Part("runc-shim", "runc-shim (Go, cluster/kind/runcshim)", lambda: _files_key(HERE / "runcshim" / "main.go"),
+             _bins("runc-shim"), build_shim),
+        Part("host", "Docker engine and debootstrap on this host", lambda: _files_key(HERE / "runcshim" / "main.go"),
+             host_ready, build_host),
         Part("kind", f"kind {v['kind']} (go install)", _static(v["kind"]), _bins("kind"), build_kind),
         Part("kubernetes", f"Kubernetes {v['kubernetes']} binaries (wrapper module)", _static(v["kubernetes"]),
              _bins(*K8S_BINARIES), build_kubernetes),
@@ -529,12 +553,14 @@ def parts() -> list[Part]:
         Part("rootfs-redis", "Redis's root (debootstrap)", _static(v["debian"], *DEBIAN["redis_packages"]),
              _images(rootfs_tag("redis")), lambda: build_rootfs("redis", DEBIAN["redis_packages"])),
         Part("components", "control-plane, pause and CNI images",
-             lambda: _files_key(HERE / "cni-agent") + recipe, lambda: _images(*component_tags())(), build_components),
-        Part("base", "kind base image", lambda: recipe, _images(base_tag()), build_base),
+             lambda: _files_key(HERE / "cni-agent", HERE / "iptables-mode") + recipe, lambda: _images(*component_tags())(), build_components),
+        Part("base", "kind base image", lambda: recipe + _files_key(HERE / "runcshim" / "main.go"), _images(base_tag()),
+             build_base),
         Part("node", f"kind node image {SETTINGS.kind.node_image}",
-             lambda: recipe + _files_key(HERE / "cni.yaml", HERE / "cni-agent"), _images(SETTINGS.kind.node_image),
+             lambda: recipe + _files_key(HERE / "cni.yaml", HERE / "cni-agent", HERE / "runcshim" / "main.go"),
+             _images(SETTINGS.kind.node_image),
              build_node),
-        Part("ray", f"Ray image {SETTINGS.kube.ray_image}", lambda: _files_key(ROOT / "requirements.lock"),
+        Part("ray", f"Ray image {SETTINGS.kube.ray_image}", lambda: _files_key(ROOT / "requirements.lock") + recipe,
              _images(SETTINGS.kube.ray_image), build_ray),
         Part("redis", f"Redis image {SETTINGS.kube.redis_image}", _static(v["debian"]),
              _images(SETTINGS.kube.redis_image), build_redis),

@@ -1,0 +1,3 @@
+module serve-chaos/runc-shim
+
+go 1.24
