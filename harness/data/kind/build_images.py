@@ -487,8 +487,9 @@ def ray_pin() -> str:
 
 
 def build_redis() -> None:
-    docker_build(SETTINGS.kube.redis_image, f"FROM {rootfs_tag('redis')}\nEXPOSE 6379\n"
-                 'ENTRYPOINT []\nCMD ["redis-server", "--protected-mode", "no"]\n', {})
+    # as the official image's entrypoint does with a first argument ending in .conf: redis-server <file> <args>
+    docker_build(SETTINGS.kube.redis_image, f"FROM {rootfs_tag('redis')}\nEXPOSE 6379\nWORKDIR /data\n"
+                 'ENTRYPOINT ["redis-server"]\n', {})
 
 
 def build_operator_image() -> None:
@@ -562,7 +563,7 @@ def parts() -> list[Part]:
              build_node),
         Part("ray", f"Ray image {SETTINGS.kube.ray_image}", lambda: _files_key(ROOT / "requirements.lock") + recipe,
              _images(SETTINGS.kube.ray_image), build_ray),
-        Part("redis", f"Redis image {SETTINGS.kube.redis_image}", _static(v["debian"]),
+        Part("redis", f"Redis image {SETTINGS.kube.redis_image}", lambda: recipe,
              _images(SETTINGS.kube.redis_image), build_redis),
         Part("operator-image", f"KubeRay operator image {SETTINGS.kind.kuberay_image}", _static(v["kuberay"]),
              _images(SETTINGS.kind.kuberay_image), build_operator_image),
