@@ -102,14 +102,15 @@ matrix: setup
 
 # kind with no image registry (docs/kubernetes.md): Docker's engine from Debian, then kind, Kubernetes, etcd, CoreDNS
 # and KubeRay built from the Go module proxy, a kind node image on a debootstrap root, Ray's image from PyPI's
-# wheels. Cached in ~/.cache/serve-chaos/kind (SERVE_CHAOS_KIND_CACHE); a time per part. First run ~40 min here.
+# wheels. Cached in ~/.cache/serve-chaos/kind (SERVE_CHAOS_KIND_CACHE); a time per part. Cold: its parts took
+# about 25 min in all here (the sum of each part's first build, timed once; Kubernetes' binaries 12.7 min); cached: 51 s.
 KIND_CACHE ?= $(HOME)/.cache/serve-chaos/kind
 KIND_SETTINGS := cluster/kube/kind-offline.toml
 kind-images: setup
 	$(PY) cluster/kind/build_images.py $(KIND_IMAGES_ARGS)
 
 # The seed scenarios on a kind cluster built from those images (the kind CLI and kubectl from the cache first on
-# PATH), with KubeRay's RayService; then the backend's own live test. The budgets are the measured kind ones.
+# PATH), with KubeRay's RayService. The kind budgets are still provisional (not yet measured on kind).
 test-kind: kind-images
 	PATH=$(KIND_CACHE)/bin:$$PATH $(PY) -m pytest scenarios/test_guide.py --backend kind --kube-config $(KIND_SETTINGS) \
 	  --budgets cluster/kube/budgets-kind.toml --junitxml=reports/junit-kind.xml -p no:cacheprovider $(PYTEST_ARGS)

@@ -368,6 +368,35 @@ def test_set_operator_scales_only_the_kind_clusters_own_operator(settings, runne
         KubeCluster(load_config(), settings, context="kind-x", run_id=RUN, runner=runner).set_operator(False)
 
 
+def test_with_no_helm_repository_the_operator_comes_from_the_built_manifest(tmp_path, runner):
+    manifest = tmp_path / "kuberay-operator.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ray-system\n")
+    settings = load_settings(overrides={
+        "kube": {"state_dir": str(tmp_path / "state")},
+        "kind": {"kuberay_install": "manifest", "kuberay_manifest": str(manifest),
+                 "kuberay_image": "serve-chaos/kuberay-operator:v1.5.0"},
+        "timeouts": {"operator_ready_s": 1.0}})
+    runner.on(("get", "deployment", "kuberay-operator"), (0, json.dumps({"status": {"availableReplicas": 1}}), ""))
+    kind_cluster(settings, runner)._install_operator()
+    applied = [(argv, stdin) for argv, stdin in runner.calls if "apply" in argv]
+    assert len(applied) == 1 and applied[0][1] == manifest.read_text()
+    assert applied[0][0][-6:] == ("apply", "--server-side", "--field-manager=serve-chaos", "--force-conflicts", "-f", "-")
+    assert "ray-system" in applied[0][0]
+    assert not [argv for argv, _ in runner.calls if argv[0] == "helm"]
+
+
+def test_the_offline_settings_name_images_the_builder_makes_and_a_manifest_in_its_cache():
+    from importlib import metadata
+
+    from harness.kube.settings import KIND_CACHE, OFFLINE_SETTINGS
+
+    offline = load_settings(OFFLINE_SETTINGS)
+    assert offline.kind.kuberay_install == "manifest" and offline.kube.image_pull_policy == "Never"
+    assert offline.kind.kuberay_manifest_path().parent.parent == KIND_CACHE
+    assert offline.kind.kuberay_image.endswith(f":v{offline.kind.kuberay_version}")
+    assert offline.kube.ray_image.split(":")[1].startswith(metadata.version("ray"))
+
+
 def test_scale_patch_refuses_a_negative_group():
     assert scale_patch(1, 2, +1, None)[-1]["value"] == {"workersToDelete": []}
     with pytest.raises(KubeStackError):

@@ -39,14 +39,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]  # cluster/ is harness/data/
 sys.path.insert(0, str(ROOT))
 
-from harness.kube.settings import KIND_CACHE, load_settings  # noqa: E402
+from harness.kube.settings import KIND_CACHE, OFFLINE_SETTINGS, load_settings  # noqa: E402
 from harness.waiting import WaitTimeout, wait_until  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RECIPE = tomllib.loads((HERE / "images.toml").read_text())
 VERSIONS: dict[str, str] = RECIPE["versions"]
 DEBIAN = RECIPE["debian"]
-OFFLINE_SETTINGS = ROOT / "cluster" / "kube" / "kind-offline.toml"
 SETTINGS = load_settings(OFFLINE_SETTINGS)
 CACHE = KIND_CACHE
 BIN = CACHE / "bin"
