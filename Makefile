@@ -56,7 +56,7 @@ SCHEDULE_SEED ?= 1  # its short profile: KillReplica(head); KillWorkerPod(worker
 OWN_APP := scenarios/test_own_app.py
 MATRIX_LIVE := scenarios/test_matrix_live.py
 test: setup
-	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest -m "not nightly" --junitxml=reports/junit.xml --ignore=$(OWN_APP) --ignore=$(MATRIX_LIVE); \
+	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest -m "not nightly and not kind" --junitxml=reports/junit.xml --ignore=$(OWN_APP) --ignore=$(MATRIX_LIVE); \
 	main=$$?; \
 	$(PY) -m pytest --junitxml=reports/junit-own-app.xml $(OWN_APP); \
 	own=$$?; \
@@ -68,7 +68,7 @@ schedule: setup
 	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest scenarios/test_random_schedule.py $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not stack"
+	$(PY) -m pytest -m "not stack and not kind and not apiserver"
 
 bench: setup
 	$(PY) benchmarks/stack_bench.py
@@ -109,11 +109,15 @@ KIND_SETTINGS := cluster/kube/kind-offline.toml
 kind-images: setup
 	$(PY) cluster/kind/build_images.py $(KIND_IMAGES_ARGS)
 
-# The seed scenarios on a kind cluster built from those images (the kind CLI and kubectl from the cache first on
-# PATH), with KubeRay's RayService. The kind budgets are still provisional (not yet measured on kind).
+# On a kind cluster built from those images (the kind CLI from the cache first on PATH), with KubeRay's RayService:
+# the backend's live tests (exec, port-forward bridges, a pod kill, down), then the seed scenarios with the kind
+# budgets. Each brings up its own cluster. A missing prerequisite fails, it never skips.
 test-kind: kind-images
+	PATH=$(KIND_CACHE)/bin:$$PATH $(PY) -m pytest tests/test_kube_live.py -m kind --kube-config $(KIND_SETTINGS) \
+	  --junitxml=reports/junit-kind-live.xml -p no:cacheprovider -s $(PYTEST_ARGS); live=$$?; \
 	PATH=$(KIND_CACHE)/bin:$$PATH $(PY) -m pytest scenarios/test_guide.py --backend kind --kube-config $(KIND_SETTINGS) \
-	  --budgets cluster/kube/budgets-kind.toml --junitxml=reports/junit-kind.xml -p no:cacheprovider $(PYTEST_ARGS)
+	  --budgets cluster/kube/budgets-kind.toml --junitxml=reports/junit-kind.xml -p no:cacheprovider $(PYTEST_ARGS); \
+	guide=$$?; exit $$(( live != 0 ? live : guide ))
 
 $(ALLURE):
 	npm install --prefix .allure --no-save --no-audit --no-fund allure@$(ALLURE_VERSION)

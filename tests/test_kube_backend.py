@@ -1,18 +1,22 @@
-"""The kind backend's whole bring-up and its status, against a fake kubectl (``FakeRunner``) and a fake Ray
-head on loopback that answers the Serve REST API and State API as Ray does: the phases run in order, node
-names map to pods by IP, endpoints and proxy URLs are the loopback port-forwards, down deletes the cluster."""
+"""The kind backend's whole bring-up and its status, against an in-memory API (``FakeApi``), a fake kind/helm
+runner, and a fake Ray head on loopback that answers the Serve REST API and State API as Ray does; every
+port-forward stream is bridged to that head for real: the phases run in order, node names map to pods by IP,
+endpoints and proxy URLs are the loopback port-forwards, down deletes the cluster."""
 
 from __future__ import annotations
 
 import json
+import selectors
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from test_kube_commands import RUN, FakeRunner, kind_cluster, pod
+from test_kube_commands import NS, RUN, FakeRunner, fake_api, kind_cluster, pod
 
-from harness.stack.serve_api import HeadApi
+from harness.kube.api import DEPLOYMENTS, PODS, RAYSERVICES
+from harness.testing.kubefake import FakeApi
 
 # up() validates the objects offline first
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
@@ -82,32 +86,58 @@ def settings(tmp_path):
                                                  "rayservice_ready_s": 2.0, "app_healthy_s": 5.0}})
 
 
+def bridge_to(port: int) -> Callable[[socket.socket], None]:
+    """A pod's port that is really the fake head's: bytes both ways."""
+    def serve(sock: socket.socket) -> None:
+        with sock, socket.create_connection(("127.0.0.1", port)) as upstream:
+            peers = {sock: upstream, upstream: sock}
+            with selectors.DefaultSelector() as sel:
+                for s in peers:
+                    sel.register(s, selectors.EVENT_READ)
+                while True:
+                    for key, _ in sel.select(timeout=5):
+                        data = key.fileobj.recv(65536)
+                        if not data:
+                            return
+                        peers[key.fileobj].sendall(data)
+    return serve
+
+
 @pytest.fixture
 def runner() -> FakeRunner:
     r = FakeRunner()
-    r.pods = [pod("rs-head-x1", "head", HEAD_IP), pod("rs-workers-a", "worker", W1_IP),
-              pod("rs-workers-b", "worker", W2_IP, created="2026-11-25T10:00:01Z")]
     r.on(("kind", "get", "clusters"), (0, "", ""))
     r.on(("kind", "get", "nodes"), (0, f"serve-chaos-{RUN}-control-plane\nserve-chaos-{RUN}-worker\n", ""))
-    r.on(("get", "deployment"), (0, json.dumps({"status": {"availableReplicas": 1}}), ""))
-    r.on(("get", "rayservice"), (0, json.dumps({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}), ""))
     return r
 
 
-def test_up_runs_every_phase_in_order_and_down_deletes_the_cluster(settings, runner, fake_head, monkeypatch):
+@pytest.fixture
+def api(fake_head) -> FakeApi:
+    a = fake_api([pod("rs-head-x1", "head", HEAD_IP), pod("rs-workers-a", "worker", W1_IP),
+                  pod("rs-workers-b", "worker", W2_IP, created="2026-11-25T10:00:01Z")])
+    a.put(DEPLOYMENTS, {"metadata": {"name": "kuberay-operator"}, "status": {"availableReplicas": 1}}, "ray-system")
+    a.put(DEPLOYMENTS, {"metadata": {"name": "redis"}, "status": {"availableReplicas": 1}}, NS)
+    a.objects[("rayservices", NS, "serve-chaos")]["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    for name in ("rs-head-x1", "rs-workers-a", "rs-workers-b"):
+        for port in (8000, 8265):
+            a.port_servers[(name, port)] = bridge_to(fake_head)
+    return a
+
+
+def test_up_runs_every_phase_in_order_and_down_deletes_the_cluster(settings, runner, api, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
-    cluster = kind_cluster(settings, runner)
-    cluster.api = HeadApi("127.0.0.1", fake_head)  # what the head's port-forward reaches
-    cluster.forwards.port_for = lambda: fake_head  # and every proxy's
+    cluster = kind_cluster(settings, runner, api)
     report = cluster.up()
     assert [p.name for p in report.phases] == ["kind cluster", "images", "kuberay operator", "namespace", "objects",
                                               "redis", "rayservice", "port-forwards", "app healthy"]
     order = [next(i for i, (argv, _) in enumerate(runner.calls) if all(w in argv for w in words))
-             for words in (("kind", "create"), ("kind", "load"), ("helm", "upgrade"), ("create", "-f"),
-                           ("apply", "-f"), ("annotate", "namespace"))]
+             for words in (("kind", "create"), ("kind", "load"), ("helm", "upgrade"))]
     assert order == sorted(order)
+    verbs = [c.verb for c in api.calls if c.verb in ("create", "apply", "patch")]
+    assert verbs[0] == "create" and verbs[-1] == "patch" and set(verbs[1:-1]) == {"apply"}
+    assert api.objects[("namespaces", None, NS)]["metadata"]["annotations"]["serve-chaos/state"] == "up"
     assert (cluster.run_dir / "state").read_text() == "up"
-    assert {argv[-2] for argv, _ in runner.spawned} == {"pod/rs-head-x1", "pod/rs-workers-a", "pod/rs-workers-b"}
+    assert {c.name for c in api.calls_of("open_port")} == {"rs-head-x1", "rs-workers-a", "rs-workers-b"}
 
     status = cluster.status()
     assert [(n.name, n.address, n.alive, n.ray_state) for n in status.nodes] == [
@@ -115,26 +145,32 @@ def test_up_runs_every_phase_in_order_and_down_deletes_the_cluster(settings, run
     assert status.controller is not None and (status.controller.node, status.controller.pid) == ("head", 42)
     assert sorted(r.node for r in status.replicas if r.deployment == "SleepyPid") == ["head", "head", "worker1",
                                                                                      "worker1", "worker2", "worker2"]
-    assert all(p.url == f"http://127.0.0.1:{fake_head}/" for p in status.proxies)
+    urls = {p.node: p.url for p in status.proxies}
+    assert urls == {e.node: e.url for e in cluster.endpoints()} and len(set(urls.values())) == 3
     assert cluster.health_problem() is None
 
     removed = cluster.down()
     assert removed[0] == RUN
     assert runner.argvs("kind", "delete", "cluster", "--name", f"serve-chaos-{RUN}")
-    assert all(proc.poll() is not None for _, proc in runner.spawned)
     assert not cluster.run_dir.exists()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(urls["head"].split(":")[2].rstrip("/"))), timeout=2)
 
 
-def test_a_rayservice_that_never_gets_ready_says_why(settings, runner, monkeypatch):
+def test_a_rayservice_that_never_gets_ready_says_why(settings, runner, api, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
-    runner.on(("get", "rayservice"), (0, json.dumps({"status": {"conditions": [
-        {"type": "Ready", "status": "False", "reason": "Initializing", "message": "Serve app health: DEPLOY_FAILED"}]}}),
-        ""))
-    runner.on(("logs", "deployment/kuberay-operator"), (0, "failed to submit serve config: import error\n", ""))
-    cluster = kind_cluster(settings, runner)
+    api.objects[("rayservices", NS, "serve-chaos")]["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "Initializing", "message": "Serve app health: DEPLOY_FAILED"}]
+    api.objects[("deployments", "ray-system", "kuberay-operator")]["spec"] = {
+        "selector": {"matchLabels": {"app": "kuberay"}}}
+    api.put(PODS, {"metadata": {"name": "kuberay-operator-1", "labels": {"app": "kuberay"}},
+                   "spec": {"containers": [{"name": "kuberay-operator"}]}}, "ray-system")
+    api.log_text = lambda p, c: "failed to submit serve config: import error\n" if p == "kuberay-operator-1" else ""
+    cluster = kind_cluster(settings, runner, api)
     with pytest.raises(Exception) as exc:
         cluster.up()
     message = str(exc.value)
     assert message.startswith("rayservice: timed out") and "DEPLOY_FAILED" in message
     assert "failed to submit serve config" in message and "rs-head-x1 (head) Running" in message
     assert runner.argvs("kind", "delete", "cluster")  # what was created is removed
+    assert api.calls_of("get", RAYSERVICES.plural)

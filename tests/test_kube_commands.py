@@ -1,5 +1,6 @@
-"""The kind and kube backends without a cluster: the argv they hand to kind, helm, kubectl and docker, the
-context allowlist, stable node names over pods, port-forwards, sweeps, and where the Redis password goes."""
+"""The kind and kube backends without a cluster: the argv they hand to kind, helm and docker, the API calls
+they make (against ``FakeApi``, in memory), the context allowlist, stable node names over pods, port-forward
+bridges, sweeps, and where the Redis password goes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ from pathlib import Path
 import pytest
 
 from harness.faults import make_fault
+from harness.kube.api import (
+    CRDS,
+    DEPLOYMENTS,
+    NAMESPACES,
+    PODS,
+    RAYCLUSTERS,
+    RAYSERVICES,
+    KubeApiError,
+    Resource,
+    load_documents,
+)
 from harness.kube.backend import rayservice_is_ready, scale_patch
 from harness.kube.forward import PortForwards
 from harness.kube.kind import KindCluster, sweep_kind
@@ -23,6 +35,7 @@ from harness.kube.manifests import (
     ANNOTATION_STATE,
     HEAD_CONTAINER,
     LABEL_MANAGED_BY,
+    LABEL_RAY_POD,
     LABEL_ROLE,
     LABEL_RUN_ID,
     MANAGED_BY,
@@ -35,7 +48,6 @@ from harness.kube.slots import PodView, Slot, bind_slots, initial_slots
 from harness.kube.tools import (
     Completed,
     Kind,
-    Kubectl,
     KubeStackError,
     ToolMissing,
     helm_install_operator,
@@ -45,6 +57,7 @@ from harness.kube.tools import (
 from harness.secrets import Secret
 from harness.stack.config import load_config
 from harness.stack.errors import StackError
+from harness.testing.kubefake import ApiCall, FakeApi
 
 RUN = "sc0a1b2c"
 NS = f"serve-chaos-{RUN}"
@@ -76,8 +89,6 @@ class FakeRunner:
         self.calls: list[tuple[tuple[str, ...], str | None]] = []
         self.spawned: list[tuple[tuple[str, ...], FakeProc]] = []
         self.answers: list[tuple[tuple[str, ...], Answer]] = []
-        self.pods: list[dict] = []
-        self.on(("get", "pods"), lambda argv, stdin: (0, json.dumps({"items": self.pods}), ""))
 
     def on(self, words: tuple[str, ...], answer: Answer) -> None:
         """Answer every argv holding ``words`` in order (the last registered match wins)."""
@@ -110,21 +121,32 @@ def pod(name: str, role: str, ip: str, *, running: bool = True, terminating: boo
         created: str = "2026-11-25T10:00:00Z", node: str = "serve-chaos-sc0a1b2c-worker") -> dict:
     container = HEAD_CONTAINER if role == "head" else WORKER_CONTAINER
     meta = {"name": name, "uid": f"uid-{name}", "creationTimestamp": created,
-            "labels": {LABEL_RUN_ID: RUN, LABEL_ROLE: role}}
+            "labels": {LABEL_RUN_ID: RUN, LABEL_ROLE: role, LABEL_RAY_POD: "true"}}
     if terminating:
         meta["deletionTimestamp"] = "2026-11-25T10:05:00Z"
     state = {"running": {}} if running else {"waiting": {"reason": "ContainerCreating"}}
-    return {"metadata": meta, "spec": {"nodeName": node},
+    return {"metadata": meta, "spec": {"nodeName": node, "containers": [{"name": container}]},
             "status": {"phase": "Running" if running else "Pending", "podIP": ip,
                        "containerStatuses": [{"name": container, "state": state, "restartCount": 0}]}}
 
 
-def drop_pod(runner: FakeRunner, name: str) -> Callable[[tuple[str, ...], str | None], tuple[int, str, str]]:
-    """An answer to a scale-down patch: KubeRay deletes the named pod."""
-    def answer(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
-        runner.pods = [p for p in runner.pods if p["metadata"]["name"] != name]
-        return 0, "", ""
-    return answer
+def drop_pod(api: FakeApi, name: str) -> Callable[[ApiCall], None]:
+    """What KubeRay does after a scale-down patch of the RayCluster: it deletes the named pod."""
+    def after(call: ApiCall) -> None:
+        if call.plural == "rayclusters":
+            api.objects.pop(("pods", NS, name), None)
+    return after
+
+
+def fake_api(pods: list[dict], context: str = "kind-serve-chaos-sc0a1b2c") -> FakeApi:
+    api = FakeApi(context=context)
+    for item in pods:
+        api.put(PODS, item, NS)
+    api.put(RAYSERVICES, {"metadata": {"name": "serve-chaos"},
+                          "status": {"activeServiceStatus": {"rayClusterName": "rs-raycluster-q"}}}, NS)
+    api.put(RAYCLUSTERS, {"metadata": {"name": "rs-raycluster-q"},
+                          "spec": {"workerGroupSpecs": [{"groupName": "workers", "replicas": 2}]}}, NS)
+    return api
 
 
 def view(name: str, role: str = "worker", *, terminating: bool = False, created: str = "t1") -> PodView:
@@ -134,23 +156,27 @@ def view(name: str, role: str = "worker", *, terminating: bool = False, created:
 @pytest.fixture
 def settings(tmp_path):
     return load_settings(overrides={"kube": {"state_dir": str(tmp_path / "state")},
-                                    "timeouts": {"operator_ready_s": 1.0, "pod_ready_s": 1.0, "kubectl_s": 5.0}})
+                                    "timeouts": {"operator_ready_s": 1.0, "pod_ready_s": 1.0, "api_call_s": 5.0}})
 
 
 @pytest.fixture
 def runner() -> FakeRunner:
-    r = FakeRunner()
-    r.pods = [pod("rs-head-x1", "head", "10.244.1.5"), pod("rs-workers-a", "worker", "10.244.2.5"),
-              pod("rs-workers-b", "worker", "10.244.3.5", created="2026-11-25T10:00:01Z")]
-    r.on(("get", "rayservice"), (0, json.dumps({"status": {"activeServiceStatus": {"rayClusterName": "rs-raycluster-q"}}}),
-                                 ""))
-    r.on(("get", "raycluster"), (0, json.dumps({"metadata": {"name": "rs-raycluster-q"}, "spec": {"workerGroupSpecs": [
-        {"groupName": "workers", "replicas": 2}]}}), ""))
-    return r
+    return FakeRunner()
 
 
-def kind_cluster(settings, runner, secret: Secret | None = None) -> KindCluster:
-    return KindCluster(load_config(), settings, run_id=RUN, secret=secret or Secret.generate(), runner=runner)
+@pytest.fixture
+def api() -> FakeApi:
+    return fake_api([pod("rs-head-x1", "head", "10.244.1.5"), pod("rs-workers-a", "worker", "10.244.2.5"),
+                     pod("rs-workers-b", "worker", "10.244.3.5", created="2026-11-25T10:00:01Z")])
+
+
+def kind_cluster(settings, runner, api: FakeApi, secret: Secret | None = None) -> KindCluster:
+    return KindCluster(load_config(), settings, run_id=RUN, secret=secret or Secret.generate(), runner=runner, api=api)
+
+
+def kube_cluster(settings, api: FakeApi, context: str) -> KubeCluster:
+    api.context = context
+    return KubeCluster(load_config(), settings, context=context, run_id=RUN, runner=FakeRunner(), api=api)
 
 
 # --- argv --------------------------------------------------------------------------------------------------------
@@ -176,25 +202,14 @@ def test_helm_installs_the_pinned_operator_without_touching_the_users_repos(sett
     assert re.fullmatch(r"\d+\.\d+\.\d+", kind.kuberay_version), "the operator's chart version must be pinned"
 
 
-def test_kubectl_argv():
-    k = Kubectl("kind-x", NS, "/k")
-    assert k.exec("p1", "ray-head", ("python", "-c", "print(1)")) == (
-        "kubectl", "--kubeconfig", "/k", "--context", "kind-x", "--namespace", NS,
-        "exec", "p1", "--container", "ray-head", "--", "python", "-c", "print(1)")
-    assert k.port_forward("p1", 40123, 8000)[-5:] == ("port-forward", "--address", "127.0.0.1", "pod/p1", "40123:8000")
-    assert k.delete_pod("p1", 1)[-4:] == ("pod", "p1", "--grace-period=1", "--wait=false")
-    assert k.apply_stdin()[-2:] == ("-f", "-")
-    assert "--namespace" not in k.delete_namespace() and k.delete_namespace()[-4:-2] == ("namespace", NS)
-    assert Kubectl("prod", "x").base() == ("kubectl", "--context", "prod", "--namespace", "x")
-
-
-def test_every_command_is_an_argv_of_strings(settings, runner):
-    cluster = kind_cluster(settings, runner)
-    runner.on(("patch", "raycluster"), drop_pod(runner, "rs-workers-b"))
+def test_every_command_is_an_argv_of_strings(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
+    api.after_patch.append(drop_pod(api, "rs-workers-b"))
     cluster.kill_node("worker1")
     cluster.stop_node("worker2")
     for argv, _ in runner.calls:
         assert isinstance(argv, tuple) and all(isinstance(a, str) for a in argv)
+    assert not runner.calls or all(argv[0] in ("kind", "docker", "helm") for argv, _ in runner.calls)
 
 
 # --- the allowlist ------------------------------------------------------------------------------------------------
@@ -229,160 +244,203 @@ def test_a_refusal_says_how_to_allow_the_context():
     lambda c: c.terminate_node("worker1"), lambda c: c.upgrade_app("app", "2"),
 ], ids=["up", "down", "kill", "stop", "start", "freeze", "thaw", "add_worker", "driver", "kill_actor", "scale",
         "apply", "freeze_process", "thaw_process", "terminate", "upgrade"])
-def test_destructive_operations_refuse_outside_the_allowlist(settings, runner, monkeypatch, operation):
+def test_destructive_operations_refuse_outside_the_allowlist(settings, api, monkeypatch, operation):
     monkeypatch.delenv(ALLOWED_CONTEXTS_ENV, raising=False)
-    cluster = KubeCluster(load_config(), settings, context="gke_prod_main", run_id=RUN, runner=runner)
+    cluster = kube_cluster(settings, api, "gke_prod_main")
     with pytest.raises(ContextNotAllowed):
         operation(cluster)
-    assert not [argv for argv, _ in runner.calls if {"delete", "patch", "exec", "apply", "create", "scale"} & set(argv)]
+    assert api.changes() == []
 
 
-def test_reading_needs_no_allowlist(settings, runner, monkeypatch):
+def test_reading_needs_no_allowlist(settings, api, monkeypatch):
     monkeypatch.delenv(ALLOWED_CONTEXTS_ENV, raising=False)
-    cluster = KubeCluster(load_config(), settings, context="gke_prod_main", run_id=RUN, runner=runner)
+    cluster = kube_cluster(settings, api, "gke_prod_main")
     assert cluster.worker_names() == ("worker1", "worker2")
     assert cluster.node_alive("head")
+    assert api.calls_of("list", "pods")[-1].body == f"{LABEL_RUN_ID}={RUN},{LABEL_RAY_POD}=true"
 
 
 # --- fault primitives ---------------------------------------------------------------------------------------------
 
-def test_kill_node_deletes_the_nodes_pod(settings, runner):
-    cluster = kind_cluster(settings, runner)
+def test_kill_node_deletes_the_nodes_pod(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
     cluster.kill_node("worker2")
-    assert runner.argvs("delete", "pod")[-1][-4:] == ("pod", "rs-workers-b", "--grace-period=1", "--wait=false")
-    assert runner.argvs("delete", "pod")[-1][:5] == ("kubectl", "--kubeconfig", str(cluster.run_dir / "kubeconfig"),
-                                                     "--context", "kind-serve-chaos-sc0a1b2c")
+    assert api.calls_of("delete") == [ApiCall("delete", "pods", NS, "rs-workers-b", 1)]
+    assert ("pods", NS, "rs-workers-b") not in api.objects
+    assert cluster.kube.context == "kind-serve-chaos-sc0a1b2c"
 
 
-def test_stop_node_scales_the_group_down_naming_its_pod(settings, runner):
-    cluster = kind_cluster(settings, runner)
-    runner.on(("patch", "raycluster"), drop_pod(runner, "rs-workers-a"))
+def test_stop_node_scales_the_group_down_naming_its_pod(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
+    api.after_patch.append(drop_pod(api, "rs-workers-a"))
     cluster.stop_node("worker1")
-    patch = json.loads(runner.argvs("patch", "raycluster", "rs-raycluster-q")[-1][-1])
-    assert patch == [{"op": "test", "path": "/spec/workerGroupSpecs/0/replicas", "value": 2},
-                     {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 1},
-                     {"op": "add", "path": "/spec/workerGroupSpecs/0/scaleStrategy",
-                      "value": {"workersToDelete": ["rs-workers-a"]}}]
+    patch = api.calls_of("patch", "rayclusters")[-1]
+    assert (patch.name, patch.namespace) == ("rs-raycluster-q", NS)
+    assert patch.body == [{"op": "test", "path": "/spec/workerGroupSpecs/0/replicas", "value": 2},
+                          {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 1},
+                          {"op": "add", "path": "/spec/workerGroupSpecs/0/scaleStrategy",
+                           "value": {"workersToDelete": ["rs-workers-a"]}}]
+    assert api.objects[("rayclusters", NS, "rs-raycluster-q")]["spec"]["workerGroupSpecs"][0]["replicas"] == 1
     assert cluster.worker_names() == ("worker2",)
 
 
-def test_the_head_cannot_be_stopped_on_kubernetes(settings, runner):
+def test_a_concurrent_change_to_the_group_fails_the_scale_instead_of_being_lost(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
+    group = api.objects[("rayclusters", NS, "rs-raycluster-q")]["spec"]["workerGroupSpecs"][0]
+    real_get = api.get
+
+    def read_then_someone_else_scales(resource, name, namespace=None):
+        found = real_get(resource, name, namespace)
+        if resource is RAYCLUSTERS:
+            group["replicas"] = 5  # between the harness's read and its patch
+        return found
+
+    api.get = read_then_someone_else_scales  # type: ignore[method-assign]
+    with pytest.raises(KubeStackError, match="scaling worker group workers by -1 failed: patching: 422.*test failed"):
+        cluster.stop_node("worker1")
+    assert group["replicas"] == 5
+
+
+def test_the_head_cannot_be_stopped_on_kubernetes(settings, runner, api):
     with pytest.raises(NotImplementedError, match="stop_node\\('head'\\).*kill_node"):
-        kind_cluster(settings, runner).stop_node("head")
+        kind_cluster(settings, runner, api).stop_node("head")
 
 
-def test_run_driver_execs_python_in_the_head_pod(settings, runner):
-    runner.on(("exec",), (0, "killed\n", ""))
-    result = kind_cluster(settings, runner).kill_actor("SERVE_CONTROLLER_ACTOR", no_restart=True)
-    argv = runner.argvs("exec")[-1]
-    assert argv[argv.index("exec") + 1:argv.index("--") + 3] == ("rs-head-x1", "--container", "ray-head", "--",
-                                                                 "python", "-c")
-    assert argv[-1].startswith("import ray\nray.init(address='auto'")
-    assert "ray.kill(ray.get_actor('SERVE_CONTROLLER_ACTOR', namespace='serve'), no_restart=True)" in argv[-1]
+def test_run_driver_execs_python_in_the_head_pod(settings, runner, api):
+    api.exec_answer = lambda pod, container, argv: (0, "killed\n", "")
+    result = kind_cluster(settings, runner, api).kill_actor("SERVE_CONTROLLER_ACTOR", no_restart=True)
+    call = api.calls_of("exec")[-1]
+    assert (call.namespace, call.name, call.body[:3]) == (NS, "rs-head-x1", ("ray-head", "python", "-c"))
+    script = call.body[-1]
+    assert script.startswith("import ray\nray.init(address='auto'")
+    assert "ray.kill(ray.get_actor('SERVE_CONTROLLER_ACTOR', namespace='serve'), no_restart=True)" in script
     assert (result.returncode, result.stdout) == (0, "killed\n")
 
 
-def test_freeze_signals_every_process_of_the_pod_but_its_init(settings, runner):
-    runner.on(("exec",), (0, "7\n", ""))
-    cluster = kind_cluster(settings, runner)
+def test_freeze_signals_every_process_of_the_pod_but_its_init(settings, runner, api):
+    api.exec_answer = lambda pod, container, argv: (0, "7\n", "")
+    cluster = kind_cluster(settings, runner, api)
     cluster.freeze_node("worker1")
-    script = runner.argvs("exec", "rs-workers-a")[-1][-1]
-    assert "signal.SIGSTOP" in script and "(1, me)" in script
+    call = api.calls_of("exec")[-1]
+    assert call.name == "rs-workers-a" and call.body[0] == "ray-worker"
+    assert "signal.SIGSTOP" in call.body[-1] and "(1, me)" in call.body[-1]
     cluster.thaw_node("worker1")
-    assert "signal.SIGCONT" in runner.argvs("exec", "rs-workers-a")[-1][-1]
-    assert [e.kind for e in cluster.events() if e.source == "harness"] == ["node_frozen", "node_thawed"]
+    assert "signal.SIGCONT" in api.calls_of("exec")[-1].body[-1]
+    assert [(e.kind, e.detail) for e in cluster.events() if e.source == "harness"] == [
+        ("node_frozen", "SIGSTOP to 7 processes"), ("node_thawed", "SIGCONT to 7 processes")]
 
 
-def test_freeze_process_signals_one_pid_in_the_pod(settings, runner):
-    runner.on(("exec",), (0, "", ""))
-    cluster = kind_cluster(settings, runner)
+def test_freeze_process_signals_one_pid_in_the_pod(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
     cluster.freeze_process("worker1", 42)
-    assert runner.argvs("exec", "rs-workers-a")[-1][-1] == "import os, signal; os.kill(42, signal.SIGSTOP)"
+    assert api.calls_of("exec")[-1].body[-1] == "import os, signal; os.kill(42, signal.SIGSTOP)"
     cluster.thaw_process("worker1", 42)
-    assert runner.argvs("exec", "rs-workers-a")[-1][-1] == "import os, signal; os.kill(42, signal.SIGCONT)"
+    assert api.calls_of("exec")[-1].body[-1] == "import os, signal; os.kill(42, signal.SIGCONT)"
+    api.exec_answer = lambda pod, container, argv: (1, "", "ProcessLookupError: [Errno 3] No such process")
+    with pytest.raises(KubeStackError, match="(?s)sending SIGSTOP to pid 42.*No such process"):
+        cluster.freeze_process("worker1", 42)
 
 
-def test_terminate_node_deletes_the_pod_with_kubernetes_grace_period(settings, runner):
-    cluster = kind_cluster(settings, runner)
+def test_terminate_node_deletes_the_pod_with_kubernetes_grace_period(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
     cluster.terminate_node("worker2")
-    assert runner.argvs("delete", "pod")[-1][-4:] == ("pod", "rs-workers-b", "--grace-period=30", "--wait=false")
+    assert api.calls_of("delete") == [ApiCall("delete", "pods", NS, "rs-workers-b", 30)]
 
 
-def test_partitions_and_slow_links_are_refused_with_the_reason(settings, runner):
-    cluster = kind_cluster(settings, runner)
+def test_partitions_and_slow_links_are_refused_with_the_reason(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
     with pytest.raises(StackError, match="NetworkPolicy that the cluster's CNI is known to enforce"):
         cluster.partition("worker1", "head")
     with pytest.raises(StackError, match="privileged sidecar"):
         cluster.degrade_network("worker1", 1000, 0.05)
     assert cluster.partitioned_from("worker1") == () and cluster.network_degradation("worker1") is None
-    assert not [argv for argv, _ in runner.calls if {"exec", "apply", "patch"} & set(argv)]
+    assert api.changes() == []
 
 
 @pytest.mark.parametrize("kind", ["RedisDown", "RedisDownHeadKilled"])
-def test_redis_faults_are_refused_with_the_reason_before_anything_is_done(settings, runner, kind):
+def test_redis_faults_are_refused_with_the_reason_before_anything_is_done(settings, runner, api, kind):
     """The Redis pod's data is an emptyDir: a Redis stopped there would come back empty, which is another fault."""
-    fault = make_fault(kind, kind_cluster(settings, runner), "redis")
+    fault = make_fault(kind, kind_cluster(settings, runner, api), "redis")
     with pytest.raises(StackError, match="Redis pod's data is an emptyDir, lost with the pod"):
         fault.inject()
-    assert not [argv for argv, _ in runner.calls if {"exec", "delete", "scale", "patch"} & set(argv)]
+    assert api.changes() == []
 
 
-def test_node_processes_come_from_the_pods_proc(settings, runner):
+def test_node_processes_come_from_the_pods_proc(settings, runner, api):
     password = Secret.generate()
     lines = [json.dumps([1, "bash", "/bin/bash -lc ray start"]),
              json.dumps([9, "gcs_server", f"gcs_server --redis_password={password.reveal()}"])]
-    runner.on(("exec", "rs-head-x1"), (0, "\n".join(lines), ""))
-    procs = kind_cluster(settings, runner, secret=password).node_processes("head")
+    api.exec_answer = lambda pod, container, argv: (0, "\n".join(lines), "") if pod == "rs-head-x1" else (1, "", "")
+    procs = kind_cluster(settings, runner, api, secret=password).node_processes("head")
     assert [(p.node, p.host_pid, p.ns_pid, p.name) for p in procs] == [("head", 1, 1, "bash"),
                                                                       ("head", 9, 9, "gcs_server")]
     assert password.reveal() not in procs[1].cmdline
 
 
-def test_a_node_without_a_running_pod_has_no_processes(settings, runner):
-    cluster = kind_cluster(settings, runner)
+def test_a_node_without_a_running_pod_has_no_processes(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
     cluster.refresh()
-    runner.pods[1] = pod("rs-workers-a", "worker", "10.244.2.5", terminating=True)
+    api.put(PODS, pod("rs-workers-a", "worker", "10.244.2.5", terminating=True), NS)
     assert cluster.node_processes("worker1") == ()
-    assert not runner.argvs("exec")
+    assert not api.calls_of("exec")
 
 
-def test_scale_patches_serve_config_v2(settings, runner):
+def test_scale_patches_serve_config_v2(settings, runner, api):
     import yaml
 
-    cluster = kind_cluster(settings, runner)
+    cluster = kind_cluster(settings, runner, api)
     cluster.scale("health", "HealthToggle", 3)
-    patch = json.loads(runner.argvs("patch", "rayservice", "serve-chaos")[-1][-1])
-    serve = yaml.safe_load(patch["spec"]["serveConfigV2"])
+    call = api.calls_of("patch", "rayservices")[-1]
+    assert (call.name, call.namespace) == ("serve-chaos", NS)
+    serve = yaml.safe_load(call.body["spec"]["serveConfigV2"])
     health = next(a for a in serve["applications"] if a["name"] == "health")
     assert health["deployments"][0]["num_replicas"] == 3
     cluster.scale("health", "HealthToggle", None)
-    serve = yaml.safe_load(json.loads(runner.argvs("patch", "rayservice")[-1][-1])["spec"]["serveConfigV2"])
+    serve = yaml.safe_load(api.objects[("rayservices", NS, "serve-chaos")]["spec"]["serveConfigV2"])
     assert next(a for a in serve["applications"] if a["name"] == "health")["deployments"][0]["num_replicas"] == 2
 
 
-def test_set_operator_scales_only_the_kind_clusters_own_operator(settings, runner):
-    runner.on(("get", "deployment", "kuberay-operator"), (0, json.dumps({"status": {"availableReplicas": 1}}), ""))
-    kind_cluster(settings, runner).set_operator(False)
-    assert runner.argvs("scale")[-1][-5:] == ("ray-system", "scale", "deployment", "kuberay-operator", "--replicas=0")
+def test_set_operator_scales_only_the_kind_clusters_own_operator(settings, runner, api):
+    api.put(DEPLOYMENTS, {"metadata": {"name": "kuberay-operator"}, "spec": {"replicas": 1},
+                          "status": {"availableReplicas": 1}}, "ray-system")
+    kind_cluster(settings, runner, api).set_operator(False)
+    call = api.calls_of("patch", "deployments")[-1]
+    assert (call.namespace, call.name, call.body) == ("ray-system", "kuberay-operator", {"spec": {"replicas": 0}})
     with pytest.raises(NotImplementedError, match="not the harness's to stop"):
-        KubeCluster(load_config(), settings, context="kind-x", run_id=RUN, runner=runner).set_operator(False)
+        kube_cluster(settings, api, "kind-x").set_operator(False)
 
 
-def test_with_no_helm_repository_the_operator_comes_from_the_built_manifest(tmp_path, runner):
+def test_with_no_helm_repository_the_operator_comes_from_the_built_manifest(tmp_path, runner, api):
     manifest = tmp_path / "kuberay-operator.yaml"
-    manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ray-system\n")
+    manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ray-system\n---\n"
+                        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: kuberay-operator\n"
+                        "  namespace: ray-system\nspec:\n  replicas: 1\n")
     settings = load_settings(overrides={
         "kube": {"state_dir": str(tmp_path / "state")},
         "kind": {"kuberay_install": "manifest", "kuberay_manifest": str(manifest),
                  "kuberay_image": "serve-chaos/kuberay-operator:v1.5.0"},
         "timeouts": {"operator_ready_s": 1.0}})
-    runner.on(("get", "deployment", "kuberay-operator"), (0, json.dumps({"status": {"availableReplicas": 1}}), ""))
-    kind_cluster(settings, runner)._install_operator()
-    applied = [(argv, stdin) for argv, stdin in runner.calls if "apply" in argv]
-    assert len(applied) == 1 and applied[0][1] == manifest.read_text()
-    assert applied[0][0][-6:] == ("apply", "--server-side", "--field-manager=serve-chaos", "--force-conflicts", "-f", "-")
-    assert "ray-system" in applied[0][0]
+    api.put(DEPLOYMENTS, {"metadata": {"name": "kuberay-operator"}, "status": {"availableReplicas": 1}}, "ray-system")
+    kind_cluster(settings, runner, api)._install_operator()
+    assert [(c.plural, c.namespace, c.name) for c in api.calls_of("apply")] == [
+        ("namespaces", "ray-system", "ray-system"), ("deployments", "ray-system", "kuberay-operator")]
     assert not [argv for argv, _ in runner.calls if argv[0] == "helm"]
+
+
+def test_manifest_documents_are_read_in_order_with_lists_unpacked():
+    text = ("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n\n---\n"
+            "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ServiceAccount, metadata: {name: b}}\n"
+            "- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n")
+    assert [d["metadata"]["name"] for d in load_documents(text)] == ["a", "b", "c"]
+
+
+def test_resource_paths():
+    assert PODS.path("ns", "p", "log") == "/api/v1/namespaces/ns/pods/p/log"
+    assert RAYSERVICES.path("ns") == "/apis/ray.io/v1/namespaces/ns/rayservices"
+    assert CRDS.path(name="rayservices.ray.io") == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/rayservices.ray.io"
+    assert NAMESPACES.path("ignored", "x") == "/api/v1/namespaces/x"
+    with pytest.raises(ValueError, match="namespaced"):
+        Resource("apps/v1", "deployments").path()
 
 
 def test_the_offline_settings_name_images_the_builder_makes_and_a_manifest_in_its_cache():
@@ -435,70 +493,118 @@ def test_the_head_slot_never_takes_a_worker_pod():
 
 # --- port-forwards ------------------------------------------------------------------------------------------------
 
-def test_a_forward_follows_its_node_to_the_new_pod_on_the_same_local_port(tmp_path):
-    runner = FakeRunner()
+def echo_as(name: str) -> Callable[[socket.socket], None]:
+    """A pod's port that answers each chunk with ``<name>:<chunk>``."""
+    def serve(sock: socket.socket) -> None:
+        with sock:
+            while data := sock.recv(4096):
+                sock.sendall(name.encode() + b":" + data)
+    return serve
+
+
+def ask(port: int, payload: bytes) -> bytes:
+    """One exchange through a local port; b"" when the other end closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(payload)
+        try:
+            return conn.recv(4096)
+        except ConnectionResetError:
+            return b""
+
+
+def test_a_forward_bridges_bytes_and_follows_its_node_to_the_new_pod_on_the_same_local_port(tmp_path):
+    api = FakeApi()
+    api.port_servers[("pod-a", 8000)] = echo_as("pod-a")
+    api.port_servers[("pod-a2", 8000)] = echo_as("pod-a2")
     current = {"worker1": "pod-a", "head": "pod-h"}
-    ports = iter((41001, 41002))
-    forwards = PortForwards(Kubectl("kind-x", NS), runner, lambda: dict(current), tmp_path, port_for=lambda: next(ports))
+    forwards = PortForwards(api, NS, lambda: dict(current), tmp_path)
     fwd = forwards.add("worker1", 8000)
-    assert forwards.add("worker1", 8000) == fwd and fwd.base_url == "http://127.0.0.1:41001"
+    assert forwards.add("worker1", 8000) == fwd and fwd.base_url == f"http://127.0.0.1:{fwd.local_port}"
     forwards.reconcile()
-    assert [argv[-2:] for argv, _ in runner.spawned] == [("pod/pod-a", "41001:8000")]
-    forwards.reconcile()
-    assert len(runner.spawned) == 1  # alive: left alone
-    runner.spawned[0][1].returncode = 1  # the pod died, and its forward with it
-    current["worker1"] = None
-    forwards.reconcile()
-    assert len(runner.spawned) == 1  # no pod to forward to yet: connections are refused meanwhile
-    current["worker1"] = "pod-a2"
-    forwards.reconcile()
-    assert runner.spawned[-1][0][-2:] == ("pod/pod-a2", "41001:8000")
-    assert all("127.0.0.1" in argv for argv, _ in runner.spawned)
-    forwards.stop()
-    assert runner.spawned[-1][1].poll() is not None
+    forwards.start()
+    try:
+        assert ask(fwd.local_port, b"hello") == b"pod-a:hello"
+        assert api.calls_of("open_port")[-1] == ApiCall("open_port", "pods", NS, "pod-a", 8000)
+        del api.port_servers[("pod-a", 8000)]  # the pod died
+        current["worker1"] = None
+        assert ask(fwd.local_port, b"x") == b""  # no pod plays worker1: the connection is closed at once
+        current["worker1"] = "pod-a2"  # its replacement; the bridge re-reads the pods on a refusal
+        assert ask(fwd.local_port, b"again") == b"pod-a2:again"
+        assert fwd.local_port == forwards.get("worker1", 8000).local_port
+        assert forwards.refused == 1 and forwards.opened == 2
+        log = (tmp_path / "port-forward-worker1-8000.log").read_text()
+        assert "no running pod plays worker1" in log
+    finally:
+        forwards.stop()
+    with pytest.raises(OSError):
+        ask(fwd.local_port, b"after stop")
 
 
-def test_endpoints_are_loopback_forwards_one_per_running_node(settings, runner):
-    cluster = kind_cluster(settings, runner)
-    endpoints = cluster.endpoints()
-    assert [e.node for e in endpoints] == ["head", "worker1", "worker2"]
-    assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/", e.url) for e in endpoints)
-    assert cluster.endpoints(route="/health")[0].url.endswith("/health")
-    assert cluster.allowed_networks() == ()
+def test_a_stale_pod_that_refuses_is_replaced_by_reading_the_pods_again(tmp_path):
+    api = FakeApi()
+    api.port_servers[("pod-new", 8000)] = echo_as("pod-new")
+    current = {"worker1": "pod-old"}
+    forwards = PortForwards(api, NS, lambda: dict(current), tmp_path)
+    fwd = forwards.add("worker1", 8000)
+    forwards.reconcile()
+    current["worker1"] = "pod-new"  # the keeper has not seen the replacement yet
+    forwards.start()
+    try:
+        assert ask(fwd.local_port, b"q") == b"pod-new:q"
+        assert [c.name for c in api.calls_of("open_port")] == ["pod-old", "pod-new"]
+        assert "pod-old:8000 refused the stream" in (tmp_path / "port-forward-worker1-8000.log").read_text()
+    finally:
+        forwards.stop()
+
+
+def test_endpoints_are_loopback_forwards_one_per_running_node(settings, runner, api):
+    cluster = kind_cluster(settings, runner, api)
+    try:
+        endpoints = cluster.endpoints()
+        assert [e.node for e in endpoints] == ["head", "worker1", "worker2"]
+        assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/", e.url) for e in endpoints)
+        assert len({e.url for e in endpoints}) == 3
+        assert cluster.endpoints(route="/health")[0].url.endswith("/health")
+        assert cluster.allowed_networks() == ()
+    finally:
+        cluster.close()
 
 
 # --- the Redis password -------------------------------------------------------------------------------------------
 
-def test_the_password_goes_on_stdin_only(settings, runner):
+def test_the_password_travels_only_in_the_secrets_body(settings, runner, api):
     secret = Secret.generate()
-    cluster = kind_cluster(settings, runner, secret=secret)
+    cluster = kind_cluster(settings, runner, api, secret=secret)
     cluster.run_dir.mkdir(parents=True)
     cluster._apply_objects()
-    applied = [(argv, stdin) for argv, stdin in runner.calls if "apply" in argv]
-    assert len(applied) == 1 and secret.reveal() in (applied[0][1] or "")
+    holding = [c for c in api.calls if secret.reveal() in json.dumps(c.body, default=str)]
+    assert [(c.verb, c.plural) for c in holding] == [("apply", "secrets")]
     assert all(secret.reveal() not in " ".join(argv) for argv, _ in runner.calls)
     for path in Path(settings.kube.state_dir).rglob("*"):
         assert not path.is_file() or secret.reveal() not in path.read_text(errors="replace")
 
 
-def test_errors_never_carry_the_password(settings, runner):
+def test_errors_never_carry_the_password(settings, runner, api):
     secret = Secret.generate()
-    runner.on(("apply",), (1, "", f"error: Secret redis-auth invalid: requirepass {secret.reveal()}"))
+    api.failures["apply"] = KubeApiError("applying Secret/redis-auth", 422, "Unprocessable Entity",
+                                         f"Secret redis-auth invalid: requirepass {secret.reveal()}")
     with pytest.raises(KubeStackError) as exc:
-        kind_cluster(settings, runner, secret=secret)._apply_objects()
+        kind_cluster(settings, runner, api, secret=secret)._apply_objects()
     assert secret.reveal() not in str(exc.value) and "***" in str(exc.value)
+    assert "applying the stack's objects failed: applying Secret/redis-auth: 422" in str(exc.value)
 
 
-def test_collected_logs_are_scrubbed(tmp_path, settings, runner):
+def test_collected_logs_are_scrubbed(tmp_path, settings, runner, api):
     secret = Secret.generate()
-    runner.on(("logs",), (0, f"starting gcs with --redis_password={secret.reveal()}\n", ""))
-    runner.on(("exec",), (0, json.dumps({"serve/controller_1.log": f"pw {secret.reveal()}"}), ""))
-    cluster = kind_cluster(settings, runner, secret=secret)
+    api.log_text = lambda pod, container: f"starting gcs with --redis_password={secret.reveal()}\n"
+    api.exec_answer = lambda pod, container, argv: (0, json.dumps({"serve/controller_1.log": f"pw {secret.reveal()}"}), "")
+    cluster = kind_cluster(settings, runner, api, secret=secret)
     cluster.collect_logs(tmp_path / "logs")
     files = list((tmp_path / "logs").iterdir())
-    assert {"pod__rs-head-x1.log", "ray__head__serve__controller_1.log", "events.json", "status.json"} <= {
-        f.name for f in files}
+    assert {"pod__rs-head-x1__ray-head.log", "ray__head__serve__controller_1.log", "events.json", "rayservices.json",
+            "status.json", "pods.json"} <= {f.name for f in files}
     assert all(secret.reveal() not in f.read_text() for f in files)
+    assert json.loads((tmp_path / "logs" / "pods.json").read_text())["items"][0]["metadata"]["name"] == "rs-head-x1"
 
 
 # --- preflight: missing tools, unreachable clusters, an operator that never comes up ----------------------------
@@ -506,11 +612,17 @@ def test_collected_logs_are_scrubbed(tmp_path, settings, runner):
 def test_a_missing_tool_is_named_with_how_to_install_it(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: None if tool == "kind" else f"/usr/bin/{tool}")
     with pytest.raises(ToolMissing, match=r"kind not found on PATH: install kind v0\.33\.0.*go install"):
-        require_tools(("docker", "kind", "kubectl", "helm"))
+        require_tools(("docker", "kind", "helm"))
     monkeypatch.setattr("shutil.which", lambda tool: None)
-    for tool, hint in (("docker", "Docker Engine"), ("kubectl", "kubernetes.io"), ("helm", "Helm 3")):
+    for tool, hint in (("docker", "Docker Engine"), ("helm", "Helm 3")):
         with pytest.raises(ToolMissing, match=f"{tool} not found.*{hint}"):
             require_tools((tool,))
+
+
+def test_kind_needs_no_kubectl(settings, runner, api, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: None if tool == "kubectl" else f"/usr/bin/{tool}")
+    runner.on(("docker", "info"), (0, "26.1.5", ""))
+    kind_cluster(settings, runner, api).preflight()
 
 
 def test_a_silent_docker_engine_is_reported(runner):
@@ -519,38 +631,44 @@ def test_a_silent_docker_engine_is_reported(runner):
         require_docker_engine(runner)
 
 
-def test_an_unreachable_cluster_is_reported(settings, runner, monkeypatch):
-    monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
-    runner.on(("get", "--raw", "/readyz"), (1, "", "dial tcp 10.0.0.1:6443: connect: connection refused"))
-    cluster = KubeCluster(load_config(), settings, context="kind-lab", run_id=RUN, runner=runner)
-    with pytest.raises(KubeStackError, match="API server of context 'kind-lab' does not answer.*connection refused"):
+def test_an_unreachable_cluster_is_reported(settings, api):
+    api.ready_problem = "/readyz not reached: GET /readyz: no answer MaxRetryError: connection refused"
+    cluster = kube_cluster(settings, api, "kind-lab")
+    with pytest.raises(KubeStackError, match="API server of context 'kind-lab' is not ready.*connection refused"):
         cluster.up()
-    assert not runner.argvs("create")
+    assert not api.calls_of("create")
 
 
-def test_a_cluster_without_kuberay_is_reported(settings, runner, monkeypatch):
-    monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
-    runner.on(("get", "crd", "rayservices.ray.io"), (1, "", "NotFound"))
-    cluster = KubeCluster(load_config(), settings, context="kind-lab", run_id=RUN, runner=runner)
+def test_a_cluster_without_kuberay_is_reported(settings, api):
+    cluster = kube_cluster(settings, api, "kind-lab")
     with pytest.raises(KubeStackError, match="KubeRay is not installed.*helm install kuberay-operator.*--version 1.7.1"):
         cluster.up()
+    assert api.calls_of("get", "customresourcedefinitions")[-1].name == "rayservices.ray.io"
+    assert not api.calls_of("create")
 
 
-def test_an_operator_that_never_gets_ready_shows_its_log(settings, runner):
-    runner.on(("get", "deployment", "kuberay-operator"), (0, json.dumps({"status": {}}), ""))
-    runner.on(("logs", "deployment/kuberay-operator"), (0, "E1125 failed to watch RayService: forbidden\n", ""))
+def test_an_operator_that_never_gets_ready_shows_its_log(settings, runner, api):
+    api.put(DEPLOYMENTS, {"metadata": {"name": "kuberay-operator"},
+                          "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}},
+                          "status": {}}, "ray-system")
+    api.put(PODS, {"metadata": {"name": "kuberay-operator-5d9c", "labels": {"app.kubernetes.io/name": "kuberay-operator"},
+                                "creationTimestamp": "2026-11-25T10:00:00Z"},
+                   "spec": {"containers": [{"name": "kuberay-operator"}]}, "status": {"phase": "Running"}}, "ray-system")
+    api.log_text = lambda pod, container: ("E1125 failed to watch RayService: forbidden\n"
+                                           if (pod, container) == ("kuberay-operator-5d9c", "kuberay-operator") else "")
     with pytest.raises(KubeStackError) as exc:
-        kind_cluster(settings, runner)._wait_operator()
+        kind_cluster(settings, runner, api)._wait_operator()
     assert "KubeRay operator" in str(exc.value) and "failed to watch RayService: forbidden" in str(exc.value)
+    assert "kuberay-operator-5d9c" in str(exc.value)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("kubernetes_validate") is None,
                     reason="kubernetes-validate is not installed (up() validates the objects first)")
-def test_a_failed_up_removes_what_it_created(settings, runner, monkeypatch):
+def test_a_failed_up_removes_what_it_created(settings, runner, api, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
     runner.on(("kind", "get", "clusters"), (0, "", ""))
     runner.on(("kind", "create", "cluster"), (1, "", "ERROR: failed to create cluster: node image not found"))
-    cluster = kind_cluster(settings, runner)
+    cluster = kind_cluster(settings, runner, api)
     with pytest.raises(KubeStackError, match="(?s)creating kind cluster.*node image not found"):
         cluster.up()
     assert runner.argvs("kind", "delete", "cluster", "--name", "serve-chaos-sc0a1b2c")
@@ -594,37 +712,42 @@ def test_sweep_kind_removes_only_crashed_runs(settings, runner):
     assert not (state / "sc00000a").exists() and (state / "sc00000b").exists()
 
 
-def test_sweep_namespaces_removes_only_crashed_runs_of_this_host(settings, runner):
+def test_sweep_namespaces_removes_only_crashed_runs_of_this_host(settings):
     host = socket.gethostname()
+    api = FakeApi(context="kind-lab")
 
     def ns(run_id: str, owner: str, status: str) -> dict:
-        return {"metadata": {"name": f"serve-chaos-{run_id}", "labels": {LABEL_RUN_ID: run_id, LABEL_MANAGED_BY: MANAGED_BY},
+        return {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": f"serve-chaos-{run_id}", "labels": {LABEL_RUN_ID: run_id, LABEL_MANAGED_BY: MANAGED_BY},
                              "annotations": {ANNOTATION_OWNER: owner, ANNOTATION_STATE: status}}}
 
-    spaces = {"sc00000a": ns("sc00000a", f"{host}/{dead_pid()}", "starting"),
-              "sc00000b": ns("sc00000b", f"{host}/{os.getpid()}", "starting"),
-              "sc00000c": ns("sc00000c", f"elsewhere/{dead_pid()}", "starting")}
-    runner.on(("get", "namespaces"), (0, json.dumps({"items": list(spaces.values())}), ""))
-    runner.on(("get", "namespace"), lambda argv, stdin: (0, json.dumps(spaces[argv[-3].removeprefix("serve-chaos-")]), ""))
-    kubectl = Kubectl("kind-lab", "default")
-    assert sweep_namespaces(runner, kubectl, settings) == ["sc00000a"]
-    listed = runner.argvs("get", "namespaces")[0]
-    assert f"{LABEL_MANAGED_BY}={MANAGED_BY}" in listed
-    assert [argv[-3] for argv in runner.argvs("delete", "namespace")] == ["serve-chaos-sc00000a"]
+    for item in (ns("sc00000a", f"{host}/{dead_pid()}", "starting"), ns("sc00000b", f"{host}/{os.getpid()}", "starting"),
+                 ns("sc00000c", f"elsewhere/{dead_pid()}", "starting")):
+        api.put(NAMESPACES, item)
+    api.put(NAMESPACES, {"metadata": {"name": "default"}})
+    api.put(RAYSERVICES, {"metadata": {"name": "serve-chaos"}}, "serve-chaos-sc00000a")
+    assert sweep_namespaces(api, settings) == ["sc00000a"]
+    assert api.calls_of("list", "namespaces")[0].body == f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    assert [(c.plural, c.name) for c in api.calls_of("delete")] == [("rayservices", "serve-chaos"),
+                                                                    ("namespaces", "serve-chaos-sc00000a")]
+    assert {name for (plural, _, name) in api.objects if plural == "namespaces"} == {
+        "serve-chaos-sc00000b", "serve-chaos-sc00000c", "default"}
 
 
-def test_a_namespace_without_the_run_label_is_never_deleted(settings, runner):
-    runner.on(("get", "namespace"), (0, json.dumps({"metadata": {"name": NS, "labels": {}}}), ""))
+def test_a_namespace_without_the_run_label_is_never_deleted(settings):
+    api = FakeApi(context="kind-lab")
+    api.put(NAMESPACES, {"metadata": {"name": NS, "labels": {}}})
     with pytest.raises(KubeStackError, match="did not create it and will not delete it"):
-        remove_namespace(runner, Kubectl("kind-lab", NS), settings, RUN)
-    assert not runner.argvs("delete")
+        remove_namespace(api, settings, RUN)
+    assert not api.calls_of("delete")
+    assert remove_namespace(api, settings, "sc0fffff") is False  # none: nothing to do
 
 
-def test_images_are_pulled_once_and_loaded_where_they_run(settings, runner):
+def test_images_are_pulled_once_and_loaded_where_they_run(settings, runner, api):
     nodes = "serve-chaos-sc0a1b2c-control-plane\nserve-chaos-sc0a1b2c-worker\nserve-chaos-sc0a1b2c-worker2\n"
     runner.on(("kind", "get", "nodes"), (0, nodes, ""))
     runner.on(("docker", "image", "inspect"), lambda argv, stdin: (0 if argv[-1].startswith("redis") else 1, "", ""))
-    kind_cluster(settings, runner)._preload_images()
+    kind_cluster(settings, runner, api)._preload_images()
     assert runner.argvs("docker", "pull") == [("docker", "pull", "rayproject/ray:2.60.0")]
     assert runner.argvs("kind", "load") == [
         ("kind", "load", "docker-image", "rayproject/ray:2.60.0", "--name", "serve-chaos-sc0a1b2c",

@@ -45,12 +45,13 @@ def sweep(backend: str, kube_config: str | Path | None = None, context: str | No
 
         return sweep_kind(settings=settings)
     if backend == "kube":
-        from harness.kube.kube import current_context, sweep_namespaces
+        from harness.kube.kube import client_for, sweep_namespaces
         from harness.kube.safety import require_allowed
-        from harness.kube.tools import Kubectl, SubprocessRunner
 
-        runner = SubprocessRunner()
-        context = context or current_context(runner, kubeconfig)
-        require_allowed(context, settings.allowed_contexts(), "sweep namespaces")
-        return sweep_namespaces(runner, Kubectl(context, "default", kubeconfig), settings)
+        api = client_for(context, kubeconfig, settings)
+        require_allowed(api.context, settings.allowed_contexts(), "sweep namespaces")
+        try:
+            return sweep_namespaces(api, settings)
+        finally:
+            api.close()
     raise ValueError(f"unknown Kubernetes backend {backend!r}; choose one of {', '.join(BACKENDS)}")

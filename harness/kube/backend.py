@@ -4,16 +4,17 @@ they may create or delete around it (``harness.kube.kind``, ``harness.kube.kube`
 
 How each fault primitive maps onto Kubernetes:
 
-- ``kill_node``: ``kubectl delete pod`` (KubeRay creates a new pod, which takes the same node name);
+- ``kill_node``: the pod is deleted (KubeRay creates a new pod, which takes the same node name);
 - ``stop_node`` / ``start_node``: the worker group is scaled by one, naming the pod to remove
   (``scaleStrategy.workersToDelete``, as Ray's autoscaler does) / adding one;
 - ``freeze_node`` / ``thaw_node``: SIGSTOP / SIGCONT to every process of the pod but its init;
-- ``run_driver`` / ``kill_actor``: ``kubectl exec <head pod> -- python -c ...`` (``ray.kill`` there);
+- ``run_driver`` / ``kill_actor``: ``python -c ...`` exec'd in the head pod (``ray.kill`` there);
 - ``add_worker``: the worker group grows by one; ``apply_serve_config`` / ``scale``: ``serveConfigV2``;
 - ``status`` / ``actors``: the Serve REST API and the State API through a port-forward to the head;
 - ``endpoints``: a port-forward to every node's proxy, on a local port that stays through pod restarts.
 
-Everything that changes the cluster first checks the context against the allowlist.
+Everything that changes the cluster first checks the context against the allowlist. Every API call goes
+through ``harness.kube.api`` (the ``kubernetes`` client); the runner only runs kind, docker and helm.
 """
 
 from __future__ import annotations
@@ -25,10 +26,25 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
+from harness.kube.api import (
+    DEPLOYMENTS,
+    EVENTS,
+    NAMESPACES,
+    PODS,
+    RAYCLUSTERS,
+    RAYSERVICES,
+    SECRETS,
+    ClientApi,
+    KubeApi,
+    KubeApiError,
+    KubeObject,
+    Resource,
+)
 from harness.kube.forward import PortForwards
 from harness.kube.kuberay_schema import check_stack
 from harness.kube.manifests import (
@@ -57,7 +73,6 @@ from harness.kube.slots import (
 )
 from harness.kube.tools import (
     Completed,
-    Kubectl,
     KubeStackError,
     Runner,
     SubprocessRunner,
@@ -83,7 +98,9 @@ from harness.stack.serve_config import ServeConfig, build_serve_config
 from harness.waiting import WaitTimeout, wait_until
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 LOG_TAIL_LINES = 25
+OPERATOR_DEPLOYMENT = "kuberay-operator"
 
 # Run inside a pod with the pod's own python (the Ray image has one): list processes, signal them.
 TERMINATION_GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds: SIGTERM, then SIGKILL after it
@@ -144,38 +161,61 @@ class RayServiceCluster:
 
     def __init__(self, config: StackConfig, settings: KubeSettings, *, context: str, kubeconfig: str | None = None,
                  run_id: str | None = None, secret: Secret | None = None, runner: Runner | None = None,
-                 on_kind: bool = False):
+                 on_kind: bool = False, api: KubeApi | None = None):
         self.config = config
         self.settings = settings
         self.run_id = run_id or new_run_id()
         self.names = run_names(settings, self.run_id)
         self.secret = secret or Secret.from_env_or_generate(config.redis.password_env)
         self.runner: Runner = runner or SubprocessRunner()
-        self.kubectl = Kubectl(context, self.names.namespace, kubeconfig)
+        self.context = context
+        self.kubeconfig = kubeconfig
+        self.kube: KubeApi = api or ClientApi(context, kubeconfig, request_timeout_s=settings.timeouts.api_call_s)
         self.on_kind = on_kind
         self.run_dir = Path(settings.kube.state_dir) / self.run_id
         self._slots: tuple[Slot, ...] = initial_slots(config.workers.count)
         self._pods: dict[str, PodView] = {}
         self._lock = threading.RLock()
         self._events: list[StackEvent] = []
-        self.forwards = PortForwards(self.kubectl, self.runner, self._running_pods, self.run_dir)
+        self.forwards = PortForwards(self.kube, self.names.namespace, self._running_pods, self.run_dir)
         self.api = HeadApi("127.0.0.1", self.forwards.add(HEAD, config.app.dashboard_port).local_port)
 
     # --- commands -------------------------------------------------------------------------------------------
     def _run(self, argv: tuple[str, ...], what: str, *, stdin: str | None = None, check: bool = True,
              timeout_s: float | None = None) -> Completed:
-        result = self.runner.run(argv, stdin=stdin, timeout_s=timeout_s or self.settings.timeouts.kubectl_s)
+        result = self.runner.run(argv, stdin=stdin, timeout_s=timeout_s or self.settings.timeouts.api_call_s)
         result = Completed(result.argv, result.returncode, self.secret.scrub(result.stdout),
                            self.secret.scrub(result.stderr))
         if check and not result.ok:
             raise KubeStackError(f"{what} failed ({' '.join(argv[:8])} ...):\n{result.tail()}")
         return result
 
-    def _json(self, argv: tuple[str, ...], what: str) -> dict:
-        return json.loads(self._run(argv, what).stdout or "{}")
+    def _kube(self, what: str, call: Callable[[], T]) -> T:
+        """One API call; a refusal is a KubeStackError that says what was being done (secrets scrubbed)."""
+        try:
+            return call()
+        except KubeApiError as exc:
+            raise KubeStackError(self.secret.scrub(f"{what} failed: {exc}")) from None
+
+    def _get(self, resource: Resource, name: str, what: str) -> KubeObject:
+        """The object in the run's namespace; its absence is an error saying ``what`` was being read."""
+        found = self._kube(what, lambda: self.kube.get(resource, name, self.names.namespace))
+        if found is None:
+            raise KubeStackError(f"{what} failed: {resource.plural}/{name} not found in {self.names.namespace}")
+        return found
+
+    def _exec(self, view: PodView, container: str, argv: Sequence[str], what: str, *, check: bool = True,
+              timeout_s: float | None = None) -> Completed:
+        result = self.kube.exec(self.names.namespace, view.name, container, argv,
+                                timeout_s or self.settings.timeouts.api_call_s)
+        result = Completed(result.argv, result.returncode, self.secret.scrub(result.stdout),
+                           self.secret.scrub(result.stderr))
+        if check and not result.ok:
+            raise KubeStackError(f"{what} failed (exec in {view.name}):\n{result.tail()}")
+        return result
 
     def _allow(self, operation: str) -> None:
-        require_allowed(self.kubectl.context, self.settings.allowed_contexts(), operation)
+        require_allowed(self.context, self.settings.allowed_contexts(), operation)
 
     def _event(self, kind: str, target: str, detail: str = "") -> None:
         self._events.append(StackEvent(time.time(), time.monotonic(), "harness", kind, target, detail))
@@ -233,21 +273,20 @@ class RayServiceCluster:
 
     def _create_namespace(self) -> None:
         # create, not apply: a namespace of that name that exists already is not ours to adopt
-        body = json.dumps(self.manifests().namespace.body)
-        self._run(self.kubectl("create", "-f", "-", namespaced=False), f"creating namespace {self.names.namespace}",
-                  stdin=body)
+        body = self.manifests().namespace.body
+        self._kube(f"creating namespace {self.names.namespace}", lambda: self.kube.create(body))
 
     def _apply_objects(self) -> None:
-        """Everything but the namespace, in one ``kubectl apply`` whose input (with the Secret) is stdin."""
+        """Everything but the namespace, server-side applied; the Secret's value travels only in its body."""
         objects = [m.body for m in self.manifests(password=self.secret).all() if m.kind != "Namespace"]
-        self._run(self.kubectl.apply_stdin(), "applying the stack's objects",
-                  stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        self._kube("applying the stack's objects", lambda: self.kube.apply(objects, self.names.namespace))
         self._event("objects_applied", self.names.namespace, f"{len(objects)} objects")
 
     def _mark_up(self) -> None:
         (self.run_dir / "state").write_text("up")
-        self._run(self.kubectl("annotate", "namespace", self.names.namespace, f"{ANNOTATION_STATE}=up", "--overwrite",
-                               namespaced=False), "marking the run's namespace up")
+        patch = {"metadata": {"annotations": {ANNOTATION_STATE: "up"}}}
+        self._kube("marking the run's namespace up",
+                   lambda: self.kube.patch(NAMESPACES, self.names.namespace, patch, "merge"))
 
     def _wait(self, part: str, what: str, probe: Callable[[], object], timeout_s: float,
               describe: Callable[[], str] | None = None):
@@ -258,15 +297,14 @@ class RayServiceCluster:
 
     def _wait_redis(self) -> None:
         def available() -> bool:
-            dep = self._json(self.kubectl.get_json("deployment", REDIS_NAME), "reading Redis's Deployment")
+            dep = self._get(DEPLOYMENTS, REDIS_NAME, "reading Redis's Deployment")
             return int(dep.get("status", {}).get("availableReplicas") or 0) >= 1
 
         self._wait("redis", "Redis's Deployment to be Available", available, self.settings.timeouts.redis_ready_s,
                    describe=lambda: self.describe_pods(f"{LABEL_ROLE}=redis"))
 
     def rayservice_ready(self) -> bool:
-        rs = self._json(self.kubectl.get_json("rayservice", self.names.rayservice), "reading the RayService")
-        return rayservice_is_ready(rs)
+        return rayservice_is_ready(self._get(RAYSERVICES, self.names.rayservice, "reading the RayService"))
 
     def _wait_rayservice(self) -> None:
         self._wait("rayservice", f"RayService {self.names.rayservice} to be Ready (its Serve apps RUNNING)",
@@ -292,7 +330,7 @@ class RayServiceCluster:
         if state != "up":
             raise KubeStackError(f"run {self.run_id} is not up (state {state or 'unknown'!r} in {self.run_dir})")
         if self.config.redis.enabled:
-            secret = self._json(self.kubectl.get_json("secret", REDIS_SECRET), "reading the run's Redis Secret")
+            secret = self._get(SECRETS, REDIS_SECRET, "reading the run's Redis Secret")
             encoded = secret.get("data", {}).get(SECRET_PASSWORD_KEY, "")
             if encoded:
                 self.secret = Secret(base64.b64decode(encoded).decode())
@@ -319,9 +357,9 @@ class RayServiceCluster:
 
     # --- pods and slots -----------------------------------------------------------------------------------------
     def pod_views(self) -> tuple[PodView, ...]:
-        data = self._json(self.kubectl.get_json("pods", selector=f"{self.names.selector},{LABEL_RAY_POD}=true"),
-                          "listing the Ray pods")
-        return tuple(pod_view(item) for item in data.get("items", []))
+        items = self._kube("listing the Ray pods", lambda: self.kube.list(
+            PODS, self.names.namespace, f"{self.names.selector},{LABEL_RAY_POD}=true"))
+        return tuple(pod_view(item) for item in items)
 
     def refresh(self) -> tuple[Slot, ...]:
         """Bind every node name to the pod that plays it now."""
@@ -430,8 +468,8 @@ class RayServiceCluster:
         view = self._pod(slot)
         if view is None or not view.running or view.terminating:
             return ()
-        result = self._run(self.kubectl.exec(view.name, self._container(slot), ("python", "-c", _PS_SNIPPET)),
-                           f"listing the processes of {node}", check=False)
+        result = self._exec(view, self._container(slot), ("python", "-c", _PS_SNIPPET),
+                            f"listing the processes of {node}", check=False)
         if not result.ok:
             return ()
         procs = []
@@ -447,10 +485,13 @@ class RayServiceCluster:
     def events(self) -> tuple[StackEvent, ...]:
         """What the harness did, and the namespace's Kubernetes events (KubeRay's as ``operator``)."""
         out = list(self._events)
-        result = self._run(self.kubectl.get_json("events"), "reading events", check=False)
-        if result.ok:
+        try:
+            items = self.kube.list(EVENTS, self.names.namespace)
+        except KubeApiError:
+            items = []  # the API server is briefly away: the harness's own events still stand
+        if items:
             offset = time.time() - time.monotonic()
-            for item in json.loads(result.stdout or "{}").get("items", []):
+            for item in items:
                 wall = _timestamp(item.get("lastTimestamp") or item.get("eventTime") or "")
                 component = (item.get("source") or {}).get("component") or item.get("reportingComponent") or ""
                 out.append(StackEvent(wall, wall - offset, "operator" if "ray" in component.lower() else "kubernetes",
@@ -460,12 +501,13 @@ class RayServiceCluster:
 
     # --- fault primitives ---------------------------------------------------------------------------------------
     def kill_node(self, node: str) -> None:
-        """``kubectl delete pod`` of the node's pod (grace period ``kill_grace_period_s``); KubeRay replaces it."""
+        """The node's pod is deleted (grace period ``kill_grace_period_s``); KubeRay replaces it."""
         self._allow(f"kill node {node}")
         slot = self._slot(node)
         if slot.pod is None:
             raise KubeStackError(f"node {node} has no pod to delete")
-        self._run(self.kubectl.delete_pod(slot.pod, self.settings.kube.kill_grace_period_s), f"deleting pod {slot.pod}")
+        pod, grace = slot.pod, self.settings.kube.kill_grace_period_s
+        self._kube(f"deleting pod {pod}", lambda: self.kube.delete(PODS, pod, self.names.namespace, grace))
         self._event("node_killed", node, f"pod {slot.pod} deleted")
 
     def stop_node(self, node: str, timeout_s: float | None = None) -> None:
@@ -517,12 +559,12 @@ class RayServiceCluster:
         return self._wait("add worker", f"new node {name} to be ALIVE in Ray", joined,
                           timeout_s or self.settings.timeouts.pod_ready_s)
 
-    def _active_raycluster(self) -> dict:
-        rs = self._json(self.kubectl.get_json("rayservice", self.names.rayservice), "reading the RayService")
+    def _active_raycluster(self) -> KubeObject:
+        rs = self._get(RAYSERVICES, self.names.rayservice, "reading the RayService")
         name = (rs.get("status", {}).get("activeServiceStatus") or {}).get("rayClusterName")
         if not name:
             raise KubeStackError(f"RayService {self.names.rayservice} has no active RayCluster yet")
-        return self._json(self.kubectl.get_json("raycluster", name), f"reading RayCluster {name}")
+        return self._get(RAYCLUSTERS, name, f"reading RayCluster {name}")
 
     def _scale_workers(self, delta: int, delete_pod: str | None = None) -> None:
         """Patch the active RayCluster's worker group, as Ray's autoscaler does (a RayService does not roll a
@@ -534,17 +576,17 @@ class RayServiceCluster:
             raise KubeStackError(f"RayCluster {cluster['metadata']['name']} has no worker group "
                                  f"{self.names.worker_group!r}")
         patch = scale_patch(index, int(groups[index].get("replicas") or 0), delta, delete_pod)
-        self._run(self.kubectl.patch_json("raycluster", cluster["metadata"]["name"], json.dumps(patch)),
-                  f"scaling worker group {self.names.worker_group} by {delta:+d}")
+        name = cluster["metadata"]["name"]
+        self._kube(f"scaling worker group {self.names.worker_group} by {delta:+d}",
+                   lambda: self.kube.patch(RAYCLUSTERS, name, patch, "json", self.names.namespace))
 
     def _signal_pod(self, node: str, sig: str) -> int:
         slot = self._slot(node)
         view = self._pod(slot)
         if view is None or not view.running:
             raise KubeStackError(f"node {node} has no running pod to signal")
-        result = self._run(self.kubectl.exec(view.name, self._container(slot),
-                                             ("python", "-c", _SIGNAL_SNIPPET.replace("{sig}", sig))),
-                           f"sending {sig} in the pod of {node}")
+        result = self._exec(view, self._container(slot), ("python", "-c", _SIGNAL_SNIPPET.replace("{sig}", sig)),
+                            f"sending {sig} in the pod of {node}")
         return int((result.stdout.strip().splitlines() or ["0"])[-1])
 
     def freeze_node(self, node: str) -> None:
@@ -561,9 +603,8 @@ class RayServiceCluster:
         view = self._pod(slot)
         if view is None or not view.running:
             raise KubeStackError(f"node {node} has no running pod to signal")
-        self._run(self.kubectl.exec(view.name, self._container(slot),
-                                    ("python", "-c", f"import os, signal; os.kill({int(pid)}, signal.{sig})")),
-                  f"sending {sig} to pid {pid} in the pod of {node}")
+        self._exec(view, self._container(slot), ("python", "-c", f"import os, signal; os.kill({int(pid)}, signal.{sig})"),
+                   f"sending {sig} to pid {pid} in the pod of {node}")
 
     def freeze_process(self, node: str, pid: int) -> None:
         """SIGSTOP one process of the node's pod (pod PIDs are what Ray reports)."""
@@ -607,11 +648,14 @@ class RayServiceCluster:
         slot = self._slot(node)
         if slot.pod is None:
             raise KubeStackError(f"node {node} has no pod to terminate")
-        self._run(self.kubectl.delete_pod(slot.pod, TERMINATION_GRACE_S), f"deleting pod {slot.pod} gracefully")
+        pod = slot.pod
+        self._kube(f"deleting pod {pod} gracefully",
+                   lambda: self.kube.delete(PODS, pod, self.names.namespace, TERMINATION_GRACE_S))
         self._event("node_terminated", node, f"pod {slot.pod} deleted, grace period {TERMINATION_GRACE_S}s")
 
     def run_driver(self, snippet: str, timeout_s: float = 60.0, node: str = HEAD) -> DriverResult:
-        """Python as a Ray driver inside the node's pod (the guide's ``kubectl exec ... python``); ``ray`` is
+        """Python as a Ray driver inside the node's pod (the guide's ``kubectl exec ... python``, through the
+        API's exec stream); ``ray`` is
         imported and initialised before the snippet runs."""
         self._allow("run a driver")
         slot = self._slot(node)
@@ -619,8 +663,8 @@ class RayServiceCluster:
         if view is None or not view.running:
             raise KubeStackError(f"node {node} is not running: no driver can attach there")
         prelude = "import ray\nray.init(address='auto', logging_level='ERROR', log_to_driver=False)\n"
-        result = self._run(self.kubectl.exec(view.name, self._container(slot), ("python", "-c", prelude + snippet)),
-                           f"a driver in {node}", check=False, timeout_s=timeout_s)
+        result = self._exec(view, self._container(slot), ("python", "-c", prelude + snippet), f"a driver in {node}",
+                            check=False, timeout_s=timeout_s)
         return DriverResult(result.returncode, result.stdout, result.stderr)
 
     def proxy_routing(self, routes: Iterable[str]) -> tuple[ProxyRoute, ...]:
@@ -640,8 +684,8 @@ class RayServiceCluster:
 
     def _patch_serve_config(self, serve_config: ServeConfig, why: str) -> None:
         patch = {"spec": {"serveConfigV2": serve_config_v2(self.config, serve_config)}}
-        self._run(self.kubectl.patch_merge("rayservice", self.names.rayservice, json.dumps(patch)),
-                  f"patching the RayService's serveConfigV2 ({why})")
+        self._kube(f"patching the RayService's serveConfigV2 ({why})",
+                   lambda: self.kube.patch(RAYSERVICES, self.names.rayservice, patch, "merge", self.names.namespace))
 
     def apply_serve_config(self) -> None:
         """The stack's Serve config, now: into ``serveConfigV2`` (undoing ``scale``) and, since KubeRay submits
@@ -684,11 +728,13 @@ class RayServiceCluster:
 
     # --- diagnostics --------------------------------------------------------------------------------------------
     def describe_rayservice(self) -> str:
-        result = self._run(self.kubectl.get_json("rayservice", self.names.rayservice), "reading the RayService",
-                           check=False)
-        if not result.ok:
-            return f"--- RayService: not readable: {result.tail(3)}"
-        status = json.loads(result.stdout).get("status", {})
+        try:
+            found = self.kube.get(RAYSERVICES, self.names.rayservice, self.names.namespace)
+        except KubeApiError as exc:
+            return f"--- RayService: not readable: {self.secret.scrub(str(exc))}"
+        if found is None:
+            return f"--- RayService {self.names.rayservice}: not found"
+        status = found.get("status") or {}
         conditions = "; ".join(f"{c.get('type')}={c.get('status')} ({c.get('reason')}: {c.get('message', '')[:200]})"
                                for c in status.get("conditions", []))
         apps = (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
@@ -696,20 +742,39 @@ class RayServiceCluster:
         return f"--- RayService {self.names.rayservice}: {conditions or 'no conditions yet'}; apps: {app_states}"
 
     def describe_pods(self, selector: str) -> str:
-        result = self._run(self.kubectl.get_json("pods", selector=f"{self.names.selector},{selector}"),
-                           "listing pods", check=False)
-        if not result.ok:
-            return f"--- pods: not readable: {result.tail(3)}"
+        try:
+            items = self.kube.list(PODS, self.names.namespace, f"{self.names.selector},{selector}")
+        except KubeApiError as exc:
+            return f"--- pods: not readable: {self.secret.scrub(str(exc))}"
         lines = [f"--- pods ({selector})"]
-        for item in json.loads(result.stdout).get("items", []):
+        for item in items:
             lines.append(describe_pod(item))
         return "\n".join(lines)
 
+    def operator_pods(self) -> list[KubeObject]:
+        """The KubeRay operator's pods (by its Deployment's selector), newest first."""
+        namespace = self.settings.kube.operator_namespace
+        dep = self.kube.get(DEPLOYMENTS, OPERATOR_DEPLOYMENT, namespace)
+        if dep is None:
+            return []
+        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = self.kube.list(PODS, namespace, selector)
+        return sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""), reverse=True)
+
     def operator_log_tail(self) -> str:
-        operator = self.kubectl.in_namespace(self.settings.kube.operator_namespace)
-        result = self._run(operator("logs", "deployment/kuberay-operator", f"--tail={LOG_TAIL_LINES}"),
-                           "reading the operator's log", check=False)
-        return f"--- tail of the KubeRay operator's log\n{result.stdout.strip() if result.ok else result.tail(3)}"
+        head = "--- tail of the KubeRay operator's log"
+        try:
+            pods = self.operator_pods()
+        except KubeApiError as exc:
+            return f"{head}\n(not readable: {exc})"
+        if not pods:
+            return f"{head}\n(no operator pod in {self.settings.kube.operator_namespace})"
+        pod = pods[0]
+        name = pod["metadata"]["name"]
+        container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
+        text = self.kube.logs(self.settings.kube.operator_namespace, name, container, LOG_TAIL_LINES)
+        return f"{head} ({name})\n{text.strip()}"
 
     def collect_logs(self, dest: Path, max_bytes: int = 256 * 1024) -> None:
         """Pod logs (and previous containers'), Ray's logs from each Ray pod, events, the RayService, the
@@ -719,30 +784,43 @@ class RayServiceCluster:
         def write(name: str, text: str) -> None:
             (dest / name).write_text(self.secret.scrub(ANSI_RE.sub("", text)))
 
-        pods = self._run(self.kubectl.get_json("pods"), "listing pods", check=False)
-        items = json.loads(pods.stdout).get("items", []) if pods.ok else []
-        write("pods.json", pods.stdout if pods.ok else pods.tail())
+        namespace = self.names.namespace
+
+        def listed(resource: Resource) -> str:
+            try:
+                return json.dumps({"items": self.kube.list(resource, namespace)}, indent=1)
+            except KubeApiError as exc:
+                return json.dumps({"error": str(exc)})
+
+        try:
+            items = self.kube.list(PODS, namespace)
+        except KubeApiError as exc:
+            items = []
+            write("pods.json", json.dumps({"error": str(exc)}))
+        else:
+            write("pods.json", json.dumps({"items": items}, indent=1))
         for item in items:
             name = item["metadata"]["name"]
-            write(f"pod__{name}.log", self._run(self.kubectl.logs(name, tail=5000), f"logs of {name}", check=False).stdout)
-            if any(c.get("restartCount") for c in item.get("status", {}).get("containerStatuses", [])):
-                previous = self._run(self.kubectl.logs(name, tail=5000, previous=True), f"logs of {name}", check=False)
-                write(f"pod__{name}__previous.log", previous.stdout)
+            restarted = {c.get("name") for c in (item.get("status") or {}).get("containerStatuses", [])
+                         if c.get("restartCount")}
+            for container in ((item.get("spec") or {}).get("containers") or []):
+                cname = container.get("name", "")
+                write(f"pod__{name}__{cname}.log", self.kube.logs(namespace, name, cname, 5000))
+                if cname in restarted:
+                    write(f"pod__{name}__{cname}__previous.log", self.kube.logs(namespace, name, cname, 5000, True))
         for slot in self.refresh():
             view = self._pod(slot)
             if view is None or not view.running:
                 continue
             snippet = _RAY_LOGS_SNIPPET.replace("{max_bytes}", str(max_bytes))
-            result = self._run(self.kubectl.exec(view.name, self._container(slot), ("python", "-c", snippet)),
-                               f"Ray's logs of {slot.name}", check=False)
+            result = self._exec(view, self._container(slot), ("python", "-c", snippet), f"Ray's logs of {slot.name}",
+                                check=False)
             if result.ok:
                 for rel, text in json.loads(result.stdout or "{}").items():
                     write(f"ray__{slot.name}__{rel.replace('/', '__')}", text)
-        for argv, name in ((self.kubectl.get_json("events"), "events.json"),
-                           (self.kubectl.get_json("rayservice", self.names.rayservice), "rayservice.json"),
-                           (self.kubectl.get_json("rayclusters"), "rayclusters.json")):
-            result = self._run(argv, f"reading {name}", check=False)
-            write(name, result.stdout if result.ok else result.tail())
+        write("events.json", listed(EVENTS))
+        write("rayservices.json", listed(RAYSERVICES))
+        write("rayclusters.json", listed(RAYCLUSTERS))
         write("operator.log", self.operator_log_tail())
         for log in sorted(self.run_dir.glob("port-forward-*.log")):
             write(log.name, log.read_text(errors="replace")[-max_bytes:])
@@ -755,7 +833,7 @@ class RayServiceCluster:
 
 # --- pure helpers ---------------------------------------------------------------------------------------------
 
-def pod_view(item: dict) -> PodView:
+def pod_view(item: KubeObject) -> PodView:
     meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
     labels = meta.get("labels", {})
     role = labels.get(LABEL_ROLE) or labels.get("ray.io/node-type") or "worker"
@@ -770,7 +848,7 @@ def pod_view(item: dict) -> PodView:
     )
 
 
-def describe_pod(item: dict) -> str:
+def describe_pod(item: KubeObject) -> str:
     view = pod_view(item)
     waiting = [f"{c.get('name')}: {(c.get('state') or {}).get('waiting', {}).get('reason')}"
                for c in item.get("status", {}).get("containerStatuses", []) if "waiting" in (c.get("state") or {})]
@@ -778,7 +856,7 @@ def describe_pod(item: dict) -> str:
             f"ip {view.ip} restarts {view.restarts}{'; ' + ', '.join(waiting) if waiting else ''}")
 
 
-def rayservice_is_ready(rs: dict) -> bool:
+def rayservice_is_ready(rs: KubeObject) -> bool:
     """KubeRay v1.3+ sets condition Ready; ``serviceStatus: Running`` is its deprecated twin."""
     status = rs.get("status") or {}
     if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])):

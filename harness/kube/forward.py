@@ -1,24 +1,31 @@
-"""Reaching pods from the harness: one ``kubectl port-forward`` per (node, port), kept pointing at the pod
-that plays the node now, on a local port that never changes.
+"""Reaching pods from the harness: one local port per (node, port), bridged through the API server's
+port-forward stream to the pod that plays the node now. The local port never changes.
 
 Traffic and the Serve REST API go to ``http://127.0.0.1:<local port>``: a node's endpoint keeps its URL
-while its pod is killed and replaced. A forward dies with its pod; a keeper thread starts it again, on
-the same local port, once the node has a running pod (while it has none, connections are refused, which
-traffic records as failures of that endpoint, as it should). Only loopback is ever bound.
+while its pod is killed and replaced. Each accepted connection opens its own port-forward stream
+(``KubeApi.open_port``) to the node's current pod; a connection that arrives while the node has no running
+pod, or whose pod refuses the stream, is closed at once, which traffic records as a failure of that
+endpoint, as it should. A keeper thread re-reads which pod plays each node. Only loopback is ever bound.
+Each forward writes what it did (streams opened, refused) to ``port-forward-<node>-<port>.log`` in the run's
+folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 import socket
-import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.kube.tools import Kubectl, Runner
+from harness.kube.api import KubeApi, KubeApiError, PortStream
 
-KEEPER_PERIOD_S = 0.5  # how often the keeper looks for dead forwards
+KEEPER_PERIOD_S = 1.0  # how often the keeper re-reads which pod plays each node
+ACCEPT_POLL_S = 0.5  # how long an accept waits before it looks at the stop flag
+CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -41,84 +48,192 @@ def free_local_port() -> int:
 class PortForwards:
     """The run's forwards. ``running_pods()`` answers, for each node, the running pod that plays it (or None)."""
 
-    def __init__(self, kubectl: Kubectl, runner: Runner, running_pods: Callable[[], dict[str, str | None]],
-                 log_dir: Path, port_for: Callable[[], int] = free_local_port):
-        self.kubectl = kubectl
-        self.runner = runner
+    def __init__(self, api: KubeApi, namespace: str, running_pods: Callable[[], dict[str, str | None]],
+                 log_dir: Path, port_for: Callable[[], int] | None = None):
+        self.api = api
+        self.namespace = namespace
         self.running_pods = running_pods
         self.log_dir = log_dir
         self.port_for = port_for
         self._forwards: dict[tuple[str, int], Forward] = {}
-        self._procs: dict[tuple[str, int], tuple[str, subprocess.Popen]] = {}
+        self._listeners: dict[tuple[str, int], socket.socket] = {}
+        self._targets: dict[str, str | None] = {}
+        self._bridges: set[_Bridge] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self.opened = 0  # streams opened (for the run's figures)
+        self.refused = 0  # connections closed because no stream could be opened
 
     def add(self, node: str, remote_port: int) -> Forward:
-        """The node's forward of ``remote_port`` (created once; its local port stays for the run)."""
+        """The node's forward of ``remote_port`` (created once, its local port bound for the run)."""
         with self._lock:
             key = (node, remote_port)
             if key not in self._forwards:
-                self._forwards[key] = Forward(node, remote_port, self.port_for())
+                listener = _listen(self.port_for() if self.port_for else 0)
+                fwd = Forward(node, remote_port, int(listener.getsockname()[1]))
+                self._forwards[key] = fwd
+                self._listeners[key] = listener
+                if self._started:
+                    self._spawn(self._accept, fwd, listener)
             return self._forwards[key]
 
     def get(self, node: str, remote_port: int) -> Forward | None:
         with self._lock:
             return self._forwards.get((node, remote_port))
 
+    def target(self, node: str) -> str | None:
+        """The pod the node's connections go to now (None: none running)."""
+        with self._lock:
+            return self._targets.get(node)
+
     def start(self) -> None:
-        if self._thread is None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
             self._stop.clear()
-            self._thread = threading.Thread(target=self._keep, name="port-forwards", daemon=True)
-            self._thread.start()
+            for key, fwd in self._forwards.items():
+                if key not in self._listeners:  # stopped before: the same local port again
+                    self._listeners[key] = _listen(fwd.local_port)
+            pairs = [(self._forwards[key], self._listeners[key]) for key in self._forwards]
+        self._spawn(self._keep)
+        for fwd, listener in pairs:
+            self._spawn(self._accept, fwd, listener)
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"port-forward-{target.__name__}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _keep(self) -> None:
         while not self._stop.wait(KEEPER_PERIOD_S):
-            try:
+            with contextlib.suppress(Exception):  # the API server may be briefly away; the next pass retries
                 self.reconcile()
-            except Exception:  # noqa: BLE001 - the API server may be briefly away; the next pass retries
-                continue
 
     def reconcile(self) -> None:
-        """One pass: (re)start every forward that is missing, dead, or points at a pod that no longer plays its node."""
-        with self._lock:
-            forwards = dict(self._forwards)
-            dead = [key for key in forwards if key not in self._procs or self._procs[key][1].poll() is not None]
-        if not dead:
-            return
+        """Re-read which running pod plays each node."""
         pods = self.running_pods()
-        for key, fwd in forwards.items():
-            pod = pods.get(fwd.node)
+        with self._lock:
+            self._targets = dict(pods)
+
+    def _log(self, fwd: Forward, line: str) -> None:
+        path = self.log_dir / f"port-forward-{fwd.node}-{fwd.remote_port}.log"
+        with contextlib.suppress(OSError), path.open("a") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    def _accept(self, fwd: Forward, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # the listener was closed: stop() ran
+            conn.setblocking(True)
+            self._spawn(self._serve, fwd, conn)
+
+    def _open(self, fwd: Forward) -> PortStream | None:
+        """A stream to the node's pod, reading the pods again once if the remembered one refuses."""
+        tried: set[str] = set()
+        for attempt in range(2):
+            pod = self.target(fwd.node)
+            if (pod is None or pod in tried) and attempt == 0:
+                with contextlib.suppress(Exception):
+                    self.reconcile()
+                pod = self.target(fwd.node)
+            if pod is None or pod in tried:
+                break
+            tried.add(pod)
+            try:
+                stream = self.api.open_port(self.namespace, pod, fwd.remote_port)
+            except KubeApiError as exc:
+                self._log(fwd, f"{pod}:{fwd.remote_port} refused the stream: {exc}")
+                with contextlib.suppress(Exception):
+                    self.reconcile()
+                continue
+            return stream
+        if self.target(fwd.node) is None:
+            self._log(fwd, f"no running pod plays {fwd.node}: connection closed")
+        return None
+
+    def _serve(self, fwd: Forward, conn: socket.socket) -> None:
+        stream = self._open(fwd) if not self._stop.is_set() else None
+        if stream is None:
             with self._lock:
-                current = self._procs.get(key)
-                if current is not None and current[1].poll() is None and current[0] == pod:
-                    continue
-                if current is not None:
-                    _end(current[1])
-                    del self._procs[key]
-                if pod is None or self._stop.is_set():
-                    continue
-                log = self.log_dir / f"port-forward-{fwd.node}-{fwd.remote_port}.log"
-                argv = self.kubectl.port_forward(pod, fwd.local_port, fwd.remote_port)
-                self._procs[key] = (pod, self.runner.spawn(argv, str(log)))
+                self.refused += 1
+            conn.close()
+            return
+        bridge = _Bridge(conn, stream)
+        with self._lock:
+            self.opened += 1
+            self._bridges.add(bridge)
+        try:
+            bridge.pump(self._stop)
+        finally:
+            with self._lock:
+                self._bridges.discard(bridge)
 
     def stop(self) -> None:
-        """Stop the keeper and end every forward (they are this process's children)."""
+        """Stop accepting, close every listener and every open bridge, and wait for the threads. The forwards
+        keep their local ports: ``start`` binds them again."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         with self._lock:
-            for _, proc in self._procs.values():
-                _end(proc)
-            self._procs.clear()
+            listeners = list(self._listeners.values())
+            bridges = list(self._bridges)
+            self._listeners.clear()
+            self._started = False
+        for listener in listeners:
+            listener.close()
+        for bridge in bridges:
+            bridge.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
 
 
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=3)
+def _listen(port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(64)
+    listener.settimeout(ACCEPT_POLL_S)
+    return listener
+
+
+class _Bridge:
+    """Bytes both ways between a local connection and a port-forward stream, until either side ends."""
+
+    def __init__(self, conn: socket.socket, stream: PortStream):
+        self.conn = conn
+        self.stream = stream
+        self._closed = threading.Event()
+
+    def pump(self, stop: threading.Event) -> None:
+        remote = self.stream.socket
+        peers = {self.conn: remote, remote: self.conn}
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.conn, selectors.EVENT_READ)
+            sel.register(remote, selectors.EVENT_READ)
+            try:
+                while not stop.is_set() and not self._closed.is_set():
+                    for key, _ in sel.select(timeout=ACCEPT_POLL_S):
+                        source = key.fileobj
+                        data = source.recv(CHUNK)  # type: ignore[union-attr]
+                        if not data:
+                            return
+                        peers[source].sendall(data)  # type: ignore[index]
+            except OSError:
+                return
+            finally:
+                self.close()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        with contextlib.suppress(Exception):
+            self.stream.close()

@@ -1,5 +1,6 @@
 """The kind backend: a kind cluster per run (a control plane and three workers, so that a node can be
-lost), the KubeRay operator installed with Helm at a pinned version, then the RayService stack; ``down``
+lost), the KubeRay operator installed at a pinned version (with Helm, or from a built manifest where no chart
+repository is reachable), then the RayService stack; ``down``
 deletes the whole kind cluster. Its context (``kind-serve-chaos-<run id>``) lives in the run's own
 kubeconfig file, so the user's kubeconfig is never touched.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.kube.backend import Progress, RayServiceCluster
+from harness.kube.api import DEPLOYMENTS, NODES, PODS, KubeApi, load_documents
+from harness.kube.backend import OPERATOR_DEPLOYMENT, Progress, RayServiceCluster, describe_pod
 from harness.kube.manifests import KIND_CLUSTER_PREFIX, kind_config
 from harness.kube.runs import RunRecord, is_leftover
 from harness.kube.settings import KubeSettings, load_settings
@@ -34,7 +36,6 @@ from harness.secrets import Secret
 from harness.stack.bringup import UpReport, new_run_id
 from harness.stack.config import StackConfig
 
-OPERATOR_DEPLOYMENT = "kuberay-operator"
 KIND_RUN_RE = re.compile(rf"{re.escape(KIND_CLUSTER_PREFIX)}(sc[0-9a-f]{{6}})")
 
 
@@ -42,17 +43,17 @@ class KindCluster(RayServiceCluster):
     backend = "kind"
 
     def __init__(self, config: StackConfig, settings: KubeSettings | None = None, run_id: str | None = None,
-                 secret: Secret | None = None, runner: Runner | None = None):
+                 secret: Secret | None = None, runner: Runner | None = None, api: KubeApi | None = None):
         settings = settings or load_settings()
         run_id = run_id or new_run_id()
         self.kind = kind_for(settings, run_id)
         super().__init__(config, settings, context=self.kind.context, kubeconfig=self.kind.kubeconfig, run_id=run_id,
-                         secret=secret, runner=runner, on_kind=True)
+                         secret=secret, runner=runner, on_kind=True, api=api)
 
     # --- up -------------------------------------------------------------------------------------------------
     def preflight(self) -> None:
         helm = ("helm",) if self.settings.kind.kuberay_install == "helm" else ()
-        require_tools(("docker", "kind", "kubectl", *helm))
+        require_tools(("docker", "kind", *helm))
         require_docker_engine(self.runner)
         if self.settings.kind.kuberay_install == "manifest" and not self.settings.kind.kuberay_manifest_path().is_file():
             raise KubeStackError(f"the KubeRay operator's manifest {self.settings.kind.kuberay_manifest_path()} does not "
@@ -74,10 +75,10 @@ class KindCluster(RayServiceCluster):
         wait_s = self.settings.timeouts.cluster_create_s
         self._run(self.kind.create(str(config_path), self.settings.kind.node_image, wait_s=int(wait_s)),
                   f"creating kind cluster {self.kind.name}", timeout_s=wait_s + 120)
-        result = self._run(self.kubectl.api_ready(), "asking the new cluster's API server", check=False)
-        if not result.ok:
-            raise KubeStackError(f"the API server of {self.kind.context} does not answer after `kind create cluster`:"
-                                 f"\n{result.tail(5)}")
+        problem = self.kube.ready()
+        if problem is not None:
+            raise KubeStackError(f"the API server of {self.kind.context} is not ready after `kind create cluster`: "
+                                 f"{problem}")
 
     def _preload_images(self) -> None:
         """Pull each image once on the host and load it into the nodes that run it: Ray's into the worker
@@ -102,29 +103,32 @@ class KindCluster(RayServiceCluster):
     def _install_operator(self) -> None:
         kind = self.settings.kind
         if kind.kuberay_install == "manifest":
-            manifest = kind.kuberay_manifest_path().read_text()
-            self._run(self.kubectl.in_namespace(self.settings.kube.operator_namespace).apply_stdin(),
-                      f"applying the KubeRay operator {kind.kuberay_version} ({kind.kuberay_manifest_path().name})",
-                      stdin=manifest, timeout_s=self.settings.timeouts.operator_ready_s)
+            objects = load_documents(kind.kuberay_manifest_path().read_text())
+            self._kube(f"applying the KubeRay operator {kind.kuberay_version} ({kind.kuberay_manifest_path().name})",
+                       lambda: self.kube.apply(objects, self.settings.kube.operator_namespace))
             self._wait_operator()
             return
         self._run(helm_install_operator(chart=kind.kuberay_chart, repo=kind.kuberay_chart_repo,
                                         version=kind.kuberay_version, namespace=self.settings.kube.operator_namespace,
-                                        context=self.kubectl.context, kubeconfig=self.kubectl.kubeconfig),
+                                        context=self.context, kubeconfig=self.kubeconfig),
                   f"installing the KubeRay operator {kind.kuberay_version} with Helm",
                   timeout_s=self.settings.timeouts.operator_ready_s)
         self._wait_operator()
 
     def _wait_operator(self) -> None:
-        operator = self.kubectl.in_namespace(self.settings.kube.operator_namespace)
+        namespace = self.settings.kube.operator_namespace
 
         def available() -> bool:
-            dep = self._json(operator.get_json("deployment", OPERATOR_DEPLOYMENT), "reading the operator's Deployment")
-            return int(dep.get("status", {}).get("availableReplicas") or 0) >= 1
+            dep = self._kube("reading the operator's Deployment",
+                             lambda: self.kube.get(DEPLOYMENTS, OPERATOR_DEPLOYMENT, namespace)) or {}
+            return int((dep.get("status") or {}).get("availableReplicas") or 0) >= 1
 
         def describe() -> str:
-            pods = self._run(operator("get", "pods", "--output", "wide"), "listing the operator's pods", check=False)
-            return f"--- operator pods\n{pods.stdout.strip() or pods.tail(3)}\n{self.operator_log_tail()}"
+            try:
+                pods = "\n".join(describe_pod(p) for p in self.kube.list(PODS, namespace)) or "  (none)"
+            except KubeStackError as exc:
+                pods = f"  (not readable: {exc})"
+            return f"--- operator pods\n{pods}\n{self.operator_log_tail()}"
 
         self._wait("kuberay operator", f"the KubeRay operator ({OPERATOR_DEPLOYMENT} in "
                    f"{self.settings.kube.operator_namespace}) to be Available", available,
@@ -142,8 +146,9 @@ class KindCluster(RayServiceCluster):
         """Scale this cluster's own KubeRay operator to 1 or 0 (a control scenario shows what it repairs: with
         it off, nothing recreates a deleted pod or resubmits the Serve config)."""
         self._allow("scale the KubeRay operator")
-        operator = self.kubectl.in_namespace(self.settings.kube.operator_namespace)
-        self._run(operator.scale_deployment(OPERATOR_DEPLOYMENT, 1 if enabled else 0), "scaling the KubeRay operator")
+        patch = {"spec": {"replicas": 1 if enabled else 0}}
+        self._kube("scaling the KubeRay operator", lambda: self.kube.patch(
+            DEPLOYMENTS, OPERATOR_DEPLOYMENT, patch, "merge", self.settings.kube.operator_namespace))
         if enabled:
             self._wait_operator()
         self._event("operator_armed" if enabled else "operator_disarmed", "operator")
@@ -158,8 +163,8 @@ class KindCluster(RayServiceCluster):
             raise KubeStackError(f"node {node} has no scheduled pod: no Kubernetes node to lose")
         if node == HEAD or view.node.endswith("-control-plane"):
             raise KubeStackError(f"refusing to lose {view.node}: it holds the head or the control plane")
-        self._run(self.kubectl("delete", "node", view.node, "--wait=false", namespaced=False),
-                  f"deleting Kubernetes node {view.node}")
+        kube_node = view.node
+        self._kube(f"deleting Kubernetes node {kube_node}", lambda: self.kube.delete(NODES, kube_node))
         self._run(docker_kill(view.node), f"killing kind node container {view.node}")
         self._event("kube_node_lost", node, f"node {view.node} deleted, its container killed")
         return view.node

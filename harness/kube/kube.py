@@ -8,10 +8,10 @@ purpose, see ``harness.kube.safety``).
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 
+from harness.kube.api import CRDS, NAMESPACES, RAYCLUSTERS, RAYSERVICES, ClientApi, KubeApi, KubeApiError
 from harness.kube.backend import Progress, RayServiceCluster
 from harness.kube.manifests import (
     ANNOTATION_OWNER,
@@ -22,24 +22,30 @@ from harness.kube.manifests import (
 )
 from harness.kube.runs import RunRecord, is_leftover
 from harness.kube.settings import KubeSettings, load_settings
-from harness.kube.tools import (
-    Kubectl,
-    KubeStackError,
-    Runner,
-    SubprocessRunner,
-    require_tools,
-)
+from harness.kube.tools import KubeStackError, Runner
 from harness.secrets import Secret
 from harness.stack.bringup import UpReport
 from harness.stack.config import StackConfig
+from harness.waiting import WaitTimeout, wait_until
 
 
-def current_context(runner: Runner, kubeconfig: str | None = None) -> str:
-    result = runner.run(Kubectl("", "", kubeconfig).current_context(), timeout_s=30)
-    if not result.ok or not result.stdout.strip():
-        raise KubeStackError(f"no current kube context (kubectl config current-context): {result.tail(3)}; "
-                             "pass one explicitly")
-    return result.stdout.strip()
+def current_context(kubeconfig: str | None = None) -> str:
+    """The kubeconfig's current context (the default file, or KUBECONFIG's, when ``kubeconfig`` is None)."""
+    try:
+        from kubernetes import config
+    except ImportError:
+        from harness.kube.api import INSTALL_CLIENT
+
+        raise KubeStackError(INSTALL_CLIENT) from None
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - ConfigException, a missing or unreadable file
+        raise KubeStackError(f"no current kube context in {kubeconfig or 'the default kubeconfig'}: {exc}; "
+                             "pass one explicitly") from None
+    name = (active or {}).get("name", "")
+    if not name:
+        raise KubeStackError(f"no current kube context in {kubeconfig or 'the default kubeconfig'}: pass one explicitly")
+    return str(name)
 
 
 class KubeCluster(RayServiceCluster):
@@ -47,21 +53,18 @@ class KubeCluster(RayServiceCluster):
 
     def __init__(self, config: StackConfig, settings: KubeSettings | None = None, *, context: str | None = None,
                  kubeconfig: str | None = None, run_id: str | None = None, secret: Secret | None = None,
-                 runner: Runner | None = None):
-        runner = runner or SubprocessRunner()
-        super().__init__(config, settings or load_settings(), context=context or current_context(runner, kubeconfig),
-                         kubeconfig=kubeconfig, run_id=run_id, secret=secret, runner=runner, on_kind=False)
+                 runner: Runner | None = None, api: KubeApi | None = None):
+        super().__init__(config, settings or load_settings(), context=context or current_context(kubeconfig),
+                         kubeconfig=kubeconfig, run_id=run_id, secret=secret, runner=runner, on_kind=False, api=api)
 
     def preflight(self) -> None:
-        require_tools(("kubectl",))
-        ctx = self.kubectl.context
-        ready = self._run(self.kubectl.api_ready(), "asking the API server", check=False)
-        if not ready.ok:
-            raise KubeStackError(f"the Kubernetes API server of context {ctx!r} does not answer: {ready.tail(5)}\n"
+        ctx = self.context
+        problem = self.kube.ready()
+        if problem is not None:
+            raise KubeStackError(f"the Kubernetes API server of context {ctx!r} is not ready: {problem}\n"
                                  f"check it with `kubectl --context {ctx} cluster-info`")
-        crd = self._run(self.kubectl("get", "crd", "rayservices.ray.io", namespaced=False), "looking for KubeRay's CRD",
-                        check=False)
-        if not crd.ok:
+        crd = self._kube("looking for KubeRay's CRD", lambda: self.kube.get(CRDS, "rayservices.ray.io"))
+        if crd is None:
             kind = self.settings.kind
             raise KubeStackError(
                 f"KubeRay is not installed on context {ctx!r} (no CRD rayservices.ray.io): the kube backend creates "
@@ -76,62 +79,78 @@ class KubeCluster(RayServiceCluster):
             progress(f"swept namespaces that crashed runs left behind: {', '.join(swept)}")
 
     def _remove(self) -> None:
-        remove_namespace(self.runner, self.kubectl, self.settings, self.run_id)
+        remove_namespace(self.kube, self.settings, self.run_id)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def sweep(self) -> list[str]:
-        return sweep_namespaces(self.runner, self.kubectl, self.settings, keep=(self.run_id,))
+        return sweep_namespaces(self.kube, self.settings, keep=(self.run_id,))
 
 
-def remove_namespace(runner: Runner, kubectl: Kubectl, settings: KubeSettings, run_id: str) -> bool:
+def _wait_gone(what: str, listed, timeout_s: float) -> None:
+    try:
+        wait_until(what, lambda: not listed(), timeout_s=timeout_s, interval_s=1.0,
+                   describe=lambda: f"still there: {listed()}")
+    except WaitTimeout as exc:
+        raise KubeStackError(str(exc)) from None
+
+
+def remove_namespace(api: KubeApi, settings: KubeSettings, run_id: str) -> bool:
     """Delete the run's namespace if it exists and carries the run's label; False when there was none.
 
     The RayService goes first, and its RayClusters are waited for, so that KubeRay's Redis cleanup of a GCS
     fault-tolerant cluster finishes while Redis still runs."""
     namespace = f"{settings.kube.namespace_prefix}-{run_id}"
-    ns = kubectl.in_namespace(namespace)
-    got = runner.run(ns.get_json("namespace", namespace, namespaced=False), timeout_s=settings.timeouts.kubectl_s)
-    if not got.ok:
-        if "NotFound" in got.stderr or "not found" in got.stderr:
-            return False
-        raise KubeStackError(f"reading namespace {namespace} failed: {got.tail(3)}")
-    labels = json.loads(got.stdout).get("metadata", {}).get("labels", {})
+    try:
+        found = api.get(NAMESPACES, namespace)
+    except KubeApiError as exc:
+        raise KubeStackError(f"reading namespace {namespace} failed: {exc}") from None
+    if found is None:
+        return False
+    labels = (found.get("metadata") or {}).get("labels") or {}
     if labels.get(LABEL_RUN_ID) != run_id or labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
         raise KubeStackError(f"namespace {namespace} does not carry {LABEL_RUN_ID}={run_id}: the harness did not "
                              "create it and will not delete it")
-    runner.run(ns("delete", "rayservices", "--all", "--wait=true", f"--timeout={int(settings.timeouts.kubectl_s)}s"),
-               timeout_s=settings.timeouts.kubectl_s + 10)
-    runner.run(ns("wait", "--for=delete", "rayclusters", "--all", f"--timeout={int(settings.timeouts.kubectl_s)}s"),
-               timeout_s=settings.timeouts.kubectl_s + 10)
-    deleted = runner.run(ns.delete_namespace(), timeout_s=settings.timeouts.kubectl_s)
-    if not deleted.ok:
-        raise KubeStackError(f"deleting namespace {namespace} failed: {deleted.tail(3)}")
-    timeout = int(settings.timeouts.namespace_deleted_s)
-    gone = runner.run(ns("wait", "--for=delete", f"namespace/{namespace}", f"--timeout={timeout}s", namespaced=False),
-                      timeout_s=timeout + 10)
-    if not gone.ok and "NotFound" not in gone.stderr and "not found" not in gone.stderr:
-        raise KubeStackError(f"namespace {namespace} is still there after {timeout}s: {gone.tail(3)}")
+    timeout = settings.timeouts.api_call_s
+    try:
+        for rs in api.list(RAYSERVICES, namespace):
+            api.delete(RAYSERVICES, rs["metadata"]["name"], namespace)
+        _wait_gone(f"the RayServices of {namespace} to be deleted",
+                   lambda: [o["metadata"]["name"] for o in api.list(RAYSERVICES, namespace)], timeout)
+        _wait_gone(f"the RayClusters of {namespace} to be deleted",
+                   lambda: [o["metadata"]["name"] for o in api.list(RAYCLUSTERS, namespace)], timeout)
+    except (KubeApiError, KubeStackError):
+        pass  # the namespace's deletion below removes whatever is left; KubeRay's Redis cleanup may then not run
+    try:
+        api.delete(NAMESPACES, namespace)
+    except KubeApiError as exc:
+        raise KubeStackError(f"deleting namespace {namespace} failed: {exc}") from None
+    _wait_gone(f"namespace {namespace} to be gone",
+               lambda: [namespace] if api.get(NAMESPACES, namespace) is not None else [],
+               settings.timeouts.namespace_deleted_s)
     return True
 
 
-def sweep_namespaces(runner: Runner | None, kubectl: Kubectl, settings: KubeSettings | None = None,
-                     keep: tuple[str, ...] = ()) -> list[str]:
+def sweep_namespaces(api: KubeApi, settings: KubeSettings | None = None, keep: tuple[str, ...] = ()) -> list[str]:
     """Delete the namespaces of crashed runs of this host (by the harness's labels); keep live ones."""
-    runner = runner or SubprocessRunner()
     settings = settings or load_settings()
-    listed = runner.run(kubectl.get_json("namespaces", selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}", namespaced=False),
-                        timeout_s=settings.timeouts.kubectl_s)
-    if not listed.ok:
-        raise KubeStackError(f"listing the harness's namespaces failed: {listed.tail(3)}")
+    try:
+        items = api.list(NAMESPACES, selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}")
+    except KubeApiError as exc:
+        raise KubeStackError(f"listing the harness's namespaces failed: {exc}") from None
     removed = []
     host = socket.gethostname()
-    for item in json.loads(listed.stdout or "{}").get("items", []):
-        meta = item.get("metadata", {})
-        run_id = meta.get("labels", {}).get(LABEL_RUN_ID, "")
-        notes = meta.get("annotations", {})
+    for item in items:
+        meta = item.get("metadata") or {}
+        run_id = (meta.get("labels") or {}).get(LABEL_RUN_ID, "")
+        notes = meta.get("annotations") or {}
         record = RunRecord(run_id, notes.get(ANNOTATION_OWNER, ""), notes.get(ANNOTATION_STATE, ""))
         if not run_id or run_id in keep or not is_leftover(record, host):
             continue
-        if remove_namespace(runner, kubectl, settings, run_id):
+        if remove_namespace(api, settings, run_id):
             removed.append(run_id)
     return removed
+
+
+def client_for(context: str | None, kubeconfig: str | None, settings: KubeSettings) -> ClientApi:
+    """The API of ``context`` (default: the kubeconfig's current one)."""
+    return ClientApi(context or current_context(kubeconfig), kubeconfig, request_timeout_s=settings.timeouts.api_call_s)

@@ -73,7 +73,7 @@ class KubeTimeouts(_Section):
     rayservice_ready_s: float = Field(gt=0)
     pod_ready_s: float = Field(gt=0)
     app_healthy_s: float = Field(gt=0)
-    kubectl_s: float = Field(gt=0)
+    api_call_s: float = Field(gt=0)
     namespace_deleted_s: float = Field(gt=0)
 
 

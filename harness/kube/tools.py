@@ -1,8 +1,9 @@
-"""The command-line tools the Kubernetes backends drive (docker, kind, kubectl, helm): argv builders, one
-runner, and preflight checks whose errors name the missing tool and how to install it.
+"""The command-line tools the Kubernetes backends drive (docker, kind, helm): argv builders, one runner, and
+preflight checks whose errors name the missing tool and how to install it. The API server itself is reached
+through ``harness.kube.api`` (the ``kubernetes`` client), not kubectl.
 
-Every command is an argv list, never a shell string. Secrets travel on stdin (``kubectl apply -f -``),
-never on argv. A ``Runner`` runs commands; tests give a fake one and read the argv it was handed.
+Every command is an argv list, never a shell string; no secret is ever on one. A ``Runner`` runs commands;
+tests give a fake one and read the argv it was handed.
 """
 
 from __future__ import annotations
@@ -104,70 +105,6 @@ def require_docker_engine(runner: Runner) -> None:
 
 
 # --- argv builders -----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Kubectl:
-    """kubectl on one context (and, optionally, its own kubeconfig file) in one namespace."""
-
-    context: str
-    namespace: str
-    kubeconfig: str | None = None
-
-    def base(self, namespaced: bool = True) -> tuple[str, ...]:
-        argv: tuple[str, ...] = ("kubectl",)
-        if self.kubeconfig:
-            argv += ("--kubeconfig", self.kubeconfig)
-        argv += ("--context", self.context)
-        if namespaced:
-            argv += ("--namespace", self.namespace)
-        return argv
-
-    def __call__(self, *args: str, namespaced: bool = True) -> tuple[str, ...]:
-        return (*self.base(namespaced), *args)
-
-    def in_namespace(self, namespace: str) -> Kubectl:
-        return Kubectl(self.context, namespace, self.kubeconfig)
-
-    def apply_stdin(self) -> tuple[str, ...]:
-        """``kubectl apply -f -``: the objects (the Secret among them) come on stdin, never on disk or argv."""
-        return self("apply", "--server-side", "--field-manager=serve-chaos", "--force-conflicts", "-f", "-")
-
-    def get_json(self, kind: str, name: str | None = None, selector: str | None = None,
-                 namespaced: bool = True) -> tuple[str, ...]:
-        args = ["get", kind] + ([name] if name else []) + (["--selector", selector] if selector else [])
-        return self(*args, "--output", "json", namespaced=namespaced)
-
-    def delete_pod(self, pod: str, grace_period_s: int) -> tuple[str, ...]:
-        return self("delete", "pod", pod, f"--grace-period={grace_period_s}", "--wait=false")
-
-    def exec(self, pod: str, container: str, argv: Sequence[str]) -> tuple[str, ...]:
-        return self("exec", pod, "--container", container, "--", *argv)
-
-    def port_forward(self, pod: str, local_port: int, remote_port: int) -> tuple[str, ...]:
-        return self("port-forward", "--address", "127.0.0.1", f"pod/{pod}", f"{local_port}:{remote_port}")
-
-    def patch_json(self, kind: str, name: str, patch: str) -> tuple[str, ...]:
-        return self("patch", kind, name, "--type=json", "--patch", patch)
-
-    def patch_merge(self, kind: str, name: str, patch: str) -> tuple[str, ...]:
-        return self("patch", kind, name, "--type=merge", "--patch", patch)
-
-    def logs(self, pod: str, tail: int, previous: bool = False) -> tuple[str, ...]:
-        return self("logs", pod, "--all-containers", f"--tail={tail}", *(("--previous",) if previous else ()))
-
-    def delete_namespace(self) -> tuple[str, ...]:
-        return self("delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found", namespaced=False)
-
-    def scale_deployment(self, name: str, replicas: int) -> tuple[str, ...]:
-        return self("scale", "deployment", name, f"--replicas={replicas}")
-
-    def api_ready(self) -> tuple[str, ...]:
-        return self("get", "--raw", "/readyz", namespaced=False)
-
-    def current_context(self) -> tuple[str, ...]:
-        argv: tuple[str, ...] = ("kubectl",) + (("--kubeconfig", self.kubeconfig) if self.kubeconfig else ())
-        return (*argv, "config", "current-context")
-
 
 @dataclass(frozen=True)
 class Kind:

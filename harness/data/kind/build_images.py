@@ -223,14 +223,14 @@ def _kubernetes_ldflags() -> str:
     return " ".join(flags)
 
 
-def build_kubernetes() -> None:
+def build_kubernetes(binaries: Sequence[str] = K8S_BINARIES) -> None:
     version = VERSIONS["kubernetes"]
     staging_version = "v0." + version.split(".", 1)[1]
     gomod = (module_dir("k8s.io/kubernetes", version) / "go.mod").read_text()
     staging = re.findall(r"^\s*(k8s\.io/\S+) => \./staging", gomod, re.M)
     src = _wrapper_module("k8s", "k8s.io/kubernetes", version, {m: staging_version for m in staging})
     run(("go", "build", "-trimpath", "-ldflags", _kubernetes_ldflags(), "-o", f"{BIN}/",
-         *(f"k8s.io/kubernetes/cmd/{b}" for b in K8S_BINARIES)), cwd=src, env=GOENV)
+         *(f"k8s.io/kubernetes/cmd/{b}" for b in binaries)), cwd=src, env=GOENV)
 
 
 def build_etcd() -> None:
@@ -538,6 +538,8 @@ def parts() -> list[Part]:
         Part("kind", f"kind {v['kind']} (go install)", _static(v["kind"]), _bins("kind"), build_kind),
         Part("kubernetes", f"Kubernetes {v['kubernetes']} binaries (wrapper module)", _static(v["kubernetes"]),
              _bins(*K8S_BINARIES), build_kubernetes),
+        Part("apiserver", f"kube-apiserver {v['kubernetes']} alone (for make test's API tests)",
+             _static(v["kubernetes"]), _bins("kube-apiserver"), lambda: build_kubernetes(("kube-apiserver",))),
         Part("etcd", f"etcd {v['etcd']}", _static(v["etcd"]), _bins("etcd"), build_etcd),
         Part("coredns", f"CoreDNS {v['coredns']}", _static(v["coredns"]), _bins("coredns"), build_coredns),
         Part("pause", "pause (gcc -static, Kubernetes' build/pause)", _static(v["kubernetes"]), _bins("pause"),
