@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import urllib3
 import yaml
 
 from harness.kube.api import (
@@ -566,3 +565,86 @@ def test_remove_namespace_refuses_one_the_harness_did_not_label(server, api):
     assert not api.get(NAMESPACES, name)["metadata"].get("deletionTimestamp")
     assert remove_namespace(api, settings, new_run_id()) is False
     assert LABEL_MANAGED_BY not in api.get(NAMESPACES, name)["metadata"]["labels"]
+
+
+# --- the rest of KubeApi that a server without kubelets can answer ----------------------------------------------------
+
+def test_selectors_with_several_and_set_based_requirements(api, stack):
+    both = f"{LABEL_RUN_ID}={stack.run_id},{LABEL_MANAGED_BY}={MANAGED_BY}"
+    assert [s["metadata"]["name"] for s in api.list(SECRETS, stack.namespace, selector=both)] == [REDIS_SECRET]
+    in_set = f"{LABEL_RUN_ID} in (nobody,{stack.run_id})"
+    assert [s["metadata"]["name"] for s in api.list(SECRETS, stack.namespace, selector=in_set)] == [REDIS_SECRET]
+    assert api.list(SECRETS, stack.namespace, selector=f"{LABEL_RUN_ID}!={stack.run_id},{LABEL_RUN_ID}") == []
+    names = [n["metadata"]["name"] for n in api.list(NAMESPACES, selector=both)]
+    assert names == [stack.namespace]
+
+
+def test_a_json_patch_given_as_a_tuple_is_still_a_json_patch(api, stack):
+    name = f"tupled-{secrets.token_hex(3)}"
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"n": "1"}},
+               stack.namespace)
+    ops = ({"op": "test", "path": "/data/n", "value": "1"}, {"op": "replace", "path": "/data/n", "value": "2"})
+    assert api.patch(CONFIGMAPS, name, ops, "json", stack.namespace)["data"] == {"n": "2"}
+    with pytest.raises(KubeApiError) as raised:
+        api.patch(CONFIGMAPS, name, ops, "json", stack.namespace)
+    assert raised.value.status == 422, str(raised.value)
+    assert api.delete(CONFIGMAPS, name, stack.namespace) is True
+
+
+def test_an_object_of_a_kind_the_server_does_not_serve(api, stack):
+    for api_version, kind in (("ray.io/v1", "RayNothing"), ("example.invalid/v1", "Widget")):
+        body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "w", "namespace": stack.namespace}}
+        with pytest.raises(KubeStackError) as raised:
+            api.apply([body])
+        assert f"serves no kind {kind} in {api_version}" in str(raised.value), str(raised.value)
+
+
+def test_a_namespaced_object_without_a_namespace_is_refused_before_sending(api):
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "nowhere"}}
+    for call in (lambda: api.apply([body]), lambda: api.create(body)):
+        with pytest.raises(KubeStackError) as raised:
+            call()
+        assert "names no namespace" in str(raised.value), str(raised.value)
+
+
+@pytest.fixture(scope="module")
+def unscheduled_pod(api, stack) -> str:
+    """A pod no scheduler places (no node): exec, logs and port-forward to it are refused by the server."""
+    api.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}], stack.namespace)
+    name = f"unscheduled-{secrets.token_hex(3)}"
+    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"containers": [{"name": "main", "image": "serve-chaos/none:0"}],
+                         "automountServiceAccountToken": False}}, stack.namespace)
+    return name
+
+
+def test_exec_on_a_pod_without_a_node_or_a_missing_pod_is_a_failed_command(api, stack, unscheduled_pod):
+    for pod in (unscheduled_pod, "no-such-pod"):
+        began = time.monotonic()
+        result = api.exec(stack.namespace, pod, "main", ["true"], timeout_s=10)
+        assert time.monotonic() - began < 15, f"exec into {pod} did not give up in time"
+        assert result.returncode == -1 and not result.ok, result
+        assert result.stderr.startswith("exec "), result
+    missing = api.exec(stack.namespace, "no-such-pod", "main", ["true"], timeout_s=10).stderr
+    assert missing == 'exec refused: 404 Not Found: pods "no-such-pod" not found', missing
+    unplaced = api.exec(stack.namespace, unscheduled_pod, "main", ["true"], timeout_s=10).stderr
+    assert unplaced.startswith("exec refused: 400 Bad Request: "), unplaced
+
+
+def test_logs_of_a_pod_without_a_node_or_a_missing_pod_say_why(api, stack, unscheduled_pod):
+    missing = api.logs(stack.namespace, "no-such-pod", "main", tail=10)
+    assert missing.startswith("(no log: 404") and "not found" in missing, missing
+    assert api.logs(stack.namespace, unscheduled_pod, "main", tail=10) == ""  # 204: no node, no log yet
+    wrong = api.logs(stack.namespace, unscheduled_pod, "no-such-container", tail=10)
+    assert wrong.startswith("(no log: 400") and "no-such-container" in wrong, wrong
+
+
+def test_port_forward_to_a_missing_pod_raises_with_the_status(api, stack, unscheduled_pod):
+    with pytest.raises(KubeApiError) as raised:
+        api.open_port(stack.namespace, "no-such-pod", 6379)
+    assert raised.value.status == 404 and raised.value.not_found, str(raised.value)
+    assert str(raised.value) == 'port-forward to no-such-pod:6379: 404 Not Found: pods "no-such-pod" not found'
+    with pytest.raises(KubeApiError) as raised:
+        api.open_port(stack.namespace, unscheduled_pod, 6379)
+    assert raised.value.status == 400, str(raised.value)
+    print(f"\n[apiserver] port-forward to a pod without a node: {raised.value}", flush=True)

@@ -17,6 +17,7 @@ scrubbed by the caller.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -29,6 +30,9 @@ from harness.kube.tools import Completed, KubeStackError
 KubeObject = dict[str, Any]
 PatchType = Literal["merge", "json"]
 FIELD_MANAGER = "serve-chaos"
+# what /readyz and a pod's log answer with: text when it works, a JSON Status when refused (asking for text only
+# turns every refusal into "406 Not Acceptable", hiding the server's reason)
+ACCEPT_TEXT = "text/plain, application/json;q=0.9"
 
 INSTALL_CLIENT = ("the kube and kind backends need the `kubernetes` Python client: "
                   "pip install 'serve-chaos-harness[kube]' (or `make setup` in a checkout)")
@@ -184,7 +188,7 @@ class ClientApi:
 
     def ready(self) -> str | None:
         try:
-            status, reason, data = self._send("GET", "/readyz", None, None, "application/json", "text/plain", None)
+            status, reason, data = self._send("GET", "/readyz", None, None, "application/json", ACCEPT_TEXT, None)
         except KubeApiError as exc:
             return f"/readyz not reached: {exc}"
         text = data.decode(errors="replace").strip()
@@ -206,6 +210,8 @@ class ClientApi:
     def create(self, body: KubeObject, namespace: str | None = None) -> KubeObject:
         found = self._kind(body)
         ns = (body.get("metadata") or {}).get("namespace") or namespace
+        if found.resource.namespaced and not ns:
+            raise KubeStackError(f"{body.get('kind')}/{_name(body)} is namespaced but names no namespace")
         return self._request(f"creating {body.get('kind')}/{_name(body)}", "POST",
                              found.resource.path(ns if found.resource.namespaced else None), body=body)
 
@@ -223,6 +229,13 @@ class ClientApi:
     def patch(self, resource: Resource, name: str, patch: object, kind: PatchType,
               namespace: str | None = None) -> KubeObject:
         content_type = "application/merge-patch+json" if kind == "merge" else "application/json-patch+json"
+        if kind == "json":
+            # the client sends a JSON patch only when the body is a list: it silently turns anything else (a
+            # tuple of operations) into a strategic merge patch, which the server then refuses or misreads
+            if isinstance(patch, Mapping) or not isinstance(patch, Iterable) or isinstance(patch, (str, bytes)):
+                raise KubeStackError(f"a JSON patch of {resource.plural}/{name} is a list of operations, "
+                                     f"not {type(patch).__name__}")
+            patch = list(patch)
         return self._request(f"patching {resource.plural}/{name}", "PATCH", resource.path(namespace, name),
                              body=patch, content_type=content_type)
 
@@ -240,7 +253,6 @@ class ClientApi:
         return True
 
     def exec(self, namespace: str, pod: str, container: str, argv: Sequence[str], timeout_s: float) -> Completed:
-        from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
         self._api()
@@ -249,10 +261,11 @@ class ClientApi:
             ws = stream(self._core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
                         command=list(argv), stderr=True, stdin=False, stdout=True, tty=False,
                         _preload_content=False, _request_timeout=timeout_s)
-        except ApiException as exc:
-            return Completed(shown, -1, "", f"exec refused: {exc.status} {exc.reason}: {_server_message(exc.body)}")
-        except Exception as exc:  # noqa: BLE001 - websocket handshake errors
-            return Completed(shown, -1, "", f"exec failed: {type(exc).__name__}: {str(exc)[:300]}")
+        except Exception as exc:  # noqa: BLE001 - ApiException wrapping the websocket handshake's errors
+            status, reason, message = _stream_refusal(exc)
+            if status:
+                return Completed(shown, -1, "", f"exec refused: {status} {reason}: {message}")
+            return Completed(shown, -1, "", f"exec failed: {reason}: {message}")
         try:
             out: list[str] = []
             err: list[str] = []
@@ -280,24 +293,21 @@ class ClientApi:
             query["previous"] = "true"
         try:
             status, reason, data = self._send("GET", PODS.path(namespace, pod, "log"), query, None,
-                                              "application/json", "text/plain", None)
+                                              "application/json", ACCEPT_TEXT, None)
         except KubeApiError as exc:
             return f"(no log: {exc})"
         text = data.decode(errors="replace")
-        return text if status == 200 else f"(no log: {status} {reason}: {_server_message(data)})"
+        # 204: the pod has no log yet (not placed on a node): an empty log, not a failure
+        return text if 200 <= status <= 299 else f"(no log: {status} {reason}: {_server_message(data)})"
 
     def open_port(self, namespace: str, pod: str, port: int) -> PortStream:
-        from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import portforward
 
         self._api()
         try:
             forward = portforward(self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
-        except ApiException as exc:
-            raise KubeApiError(f"port-forward to {pod}:{port}", int(exc.status or 0), str(exc.reason or ""),
-                               _server_message(exc.body)) from None
-        except Exception as exc:  # noqa: BLE001 - websocket handshake errors
-            raise KubeApiError(f"port-forward to {pod}:{port}", 0, type(exc).__name__, str(exc)[:300]) from None
+        except Exception as exc:  # noqa: BLE001 - ApiException wrapping the websocket handshake's errors
+            raise KubeApiError(f"port-forward to {pod}:{port}", *_stream_refusal(exc)) from None
         return _ClientPortStream(forward, port)
 
     def close(self) -> None:
@@ -312,7 +322,12 @@ class ClientApi:
         key = (api_version, kind)
         if key not in self._kinds:
             path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-            listing = self._request(f"discovering {api_version}", "GET", path)
+            try:
+                listing = self._request(f"discovering {api_version}", "GET", path)
+            except KubeApiError as exc:
+                if not exc.not_found:
+                    raise
+                listing = {}  # the whole group/version is not served
             for res in listing.get("resources", []):
                 if "/" not in res.get("name", ""):
                     self._kinds[(api_version, res["kind"])] = _Kind(
@@ -341,6 +356,29 @@ class _ClientPortStream:
 
 def _name(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("name", ""))
+
+
+_HANDSHAKE = re.compile(r"Handshake status (\d+) ([^-]*?)\s*-\+-\+-.*-\+-\+-\s*(.*)", re.DOTALL)
+
+
+def _stream_refusal(exc: BaseException) -> tuple[int, str, str]:
+    """(status, reason, message) of a failed exec or port-forward handshake.
+
+    The client wraps every websocket error in ``ApiException(status=0, reason=str(error))``: the server's real
+    status is on the wrapped ``WebSocketBadStatusException`` (or, failing that, in the text it left)."""
+    from kubernetes.client.exceptions import ApiException
+
+    inner = exc.__context__ if isinstance(exc, ApiException) and not exc.status else exc
+    code = getattr(inner, "status_code", None)
+    if isinstance(code, int) and code:
+        return code, str(getattr(inner, "status_message", "") or ""), _server_message(getattr(inner, "resp_body", b""))
+    if isinstance(exc, ApiException) and exc.status:
+        return int(exc.status), str(exc.reason or ""), _server_message(exc.body)
+    text = str(exc.reason if isinstance(exc, ApiException) else exc)
+    found = _HANDSHAKE.search(text)
+    if found:
+        return int(found.group(1)), found.group(2).strip(), _server_message(found.group(3).strip())
+    return 0, type(inner or exc).__name__, text[:300]
 
 
 def _server_message(body: object) -> str:
