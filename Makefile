@@ -55,7 +55,10 @@ stack-demo: setup
 SCHEDULE_SEED ?= 1  # its short profile: KillReplica(head); KillWorkerPod(worker2) then FailHealthCheck(worker1)
 OWN_APP := scenarios/test_own_app.py
 MATRIX_LIVE := scenarios/test_matrix_live.py
+# The main run includes tests/test_kube_apiserver.py (the kubernetes client against a real kube-apiserver and etcd,
+# built from the Go module proxy first: cached in $(KIND_CACHE)/bin); kind itself is make test-kind's.
 test: setup
+	$(PY) cluster/kind/build_images.py --only apiserver etcd
 	SERVE_CHAOS_SCHEDULE_SEED=$(SCHEDULE_SEED) $(PY) -m pytest -m "not nightly and not kind" --junitxml=reports/junit.xml --ignore=$(OWN_APP) --ignore=$(MATRIX_LIVE); \
 	main=$$?; \
 	$(PY) -m pytest --junitxml=reports/junit-own-app.xml $(OWN_APP); \

@@ -137,7 +137,8 @@ def sweep_namespaces(api: KubeApi, settings: KubeSettings | None = None, keep: t
         items = api.list(NAMESPACES, selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}")
     except KubeApiError as exc:
         raise KubeStackError(f"listing the harness's namespaces failed: {exc}") from None
-    removed = []
+    removed: list[str] = []
+    failed: list[str] = []
     host = socket.gethostname()
     for item in items:
         meta = item.get("metadata") or {}
@@ -146,8 +147,13 @@ def sweep_namespaces(api: KubeApi, settings: KubeSettings | None = None, keep: t
         record = RunRecord(run_id, notes.get(ANNOTATION_OWNER, ""), notes.get(ANNOTATION_STATE, ""))
         if not run_id or run_id in keep or not is_leftover(record, host):
             continue
-        if remove_namespace(api, settings, run_id):
-            removed.append(run_id)
+        try:
+            if remove_namespace(api, settings, run_id):
+                removed.append(run_id)
+        except KubeStackError as exc:  # the others are still swept; the failures are reported together
+            failed.append(f"{run_id}: {exc}")
+    if failed:
+        raise KubeStackError(f"swept {', '.join(removed) or 'nothing'}; could not remove:\n" + "\n".join(failed))
     return removed
 
 
