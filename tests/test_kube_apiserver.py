@@ -20,6 +20,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -648,3 +649,38 @@ def test_port_forward_to_a_missing_pod_raises_with_the_status(api, stack, unsche
         api.open_port(stack.namespace, unscheduled_pod, 6379)
     assert raised.value.status == 400, str(raised.value)
     print(f"\n[apiserver] port-forward to a pod without a node: {raised.value}", flush=True)
+
+
+def test_streams_opening_in_one_thread_never_divert_requests_of_another(api, stack):
+    """The client's ``stream`` swaps its ApiClient's ``call_api`` while a stream opens; on a shared client, a
+    list in another thread then went out as a websocket ("Missing required parameter `ports`"), and two
+    overlapping swaps left the client broken for good (seen on kind, every scenario after the first)."""
+    errors: list[str] = []
+    done = threading.Event()
+
+    def open_streams() -> None:
+        try:
+            for _ in range(40):
+                try:
+                    api.open_port(stack.namespace, "no-such-pod", 8000)
+                except KubeApiError as exc:
+                    if not exc.not_found:
+                        errors.append(f"open_port: {exc}")
+        finally:
+            done.set()
+
+    openers = [threading.Thread(target=open_streams) for _ in range(2)]
+    for thread in openers:
+        thread.start()
+    lists = 0
+    while not done.is_set() or any(t.is_alive() for t in openers):
+        try:
+            api.list(NAMESPACES)
+            lists += 1
+        except KubeApiError as exc:
+            errors.append(f"list: {exc}")
+    for thread in openers:
+        thread.join()
+    assert not errors, errors[:3]
+    assert lists > 0
+    assert api.get(NAMESPACES, stack.namespace) is not None  # the client still works afterwards

@@ -145,7 +145,6 @@ class ClientApi:
         self.kubeconfig = kubeconfig
         self.request_timeout_s = request_timeout_s
         self._client: Any = None
-        self._core: Any = None
         self._kinds: dict[tuple[str, str], _Kind] = {}
         self._lock = threading.Lock()
 
@@ -162,8 +161,16 @@ class ClientApi:
                 except Exception as exc:  # noqa: BLE001 - the client raises ConfigException, IOError, KeyError
                     raise KubeStackError(f"cannot load context {self.context!r} from "
                                          f"{self.kubeconfig or 'the default kubeconfig'}: {exc}") from None
-                self._core = client.CoreV1Api(self._client)
             return self._client
+
+    def _stream_core(self) -> Any:
+        """A CoreV1Api on an ApiClient of its own, for one exec or port-forward stream: the client's ``stream``
+        swaps its ApiClient's ``call_api`` for a websocket call while the stream opens, so on a shared client
+        a request of another thread at that moment would go out as a websocket too (seen on kind: "Missing
+        required parameter `ports`" while listing pods)."""
+        from kubernetes import client
+
+        return client.CoreV1Api(client.ApiClient(configuration=self._api().configuration))
 
     def _send(self, method: str, path: str, query: Mapping[str, str] | None, body: object, content_type: str,
               accept: str, timeout_s: float | None) -> tuple[int, str, bytes]:
@@ -258,7 +265,7 @@ class ClientApi:
         self._api()
         shown = ("exec", pod, container, *argv)
         try:
-            ws = stream(self._core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+            ws = stream(self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, container=container,
                         command=list(argv), stderr=True, stdin=False, stdout=True, tty=False,
                         _preload_content=False, _request_timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - ApiException wrapping the websocket handshake's errors
@@ -305,7 +312,7 @@ class ClientApi:
 
         self._api()
         try:
-            forward = portforward(self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+            forward = portforward(self._stream_core().connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
         except Exception as exc:  # noqa: BLE001 - ApiException wrapping the websocket handshake's errors
             raise KubeApiError(f"port-forward to {pod}:{port}", *_stream_refusal(exc)) from None
         return _ClientPortStream(forward, port)
@@ -348,6 +355,14 @@ class _ClientPortStream:
         return self._socket
 
     def close(self) -> None:
+        """Drain what the pod sent and was not read before closing, so the client's proxy thread sees an end
+        of stream rather than a reset (which it raises, unhandled, in its own thread)."""
+        try:
+            self._socket.setblocking(False)
+            while self._socket.recv(65536):
+                pass
+        except OSError:  # BlockingIOError: drained; or the stream is already gone
+            pass
         try:
             self._socket.close()
         finally:
