@@ -105,8 +105,8 @@ matrix: setup
 
 # kind with no image registry (docs/kubernetes.md): Docker's engine from Debian, then kind, Kubernetes, etcd, CoreDNS
 # and KubeRay built from the Go module proxy, a kind node image on a debootstrap root, Ray's image from PyPI's
-# wheels. Cached in ~/.cache/serve-chaos/kind (SERVE_CHAOS_KIND_CACHE); a time per part. Cold: its parts took
-# about 25 min in all here (the sum of each part's first build, timed once; Kubernetes' binaries 12.7 min); cached: 51 s.
+# wheels. Cached in ~/.cache/serve-chaos/kind (SERVE_CHAOS_KIND_CACHE); a time per part. Cold: 1101.9 s in all on
+# 2026-12-02 (one run; Kubernetes' binaries 481 s); cached: 51 s.
 KIND_CACHE ?= $(HOME)/.cache/serve-chaos/kind
 KIND_SETTINGS := cluster/kube/kind-offline.toml
 kind-images: setup
