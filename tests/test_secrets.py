@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_kube_commands import kind_cluster, runner, settings  # noqa: F401 - fixtures
+from test_kube_commands import api, kind_cluster, runner, settings  # noqa: F401 - fixtures
 
 from harness.report.redact import scrub_paths, scrub_test_report
 from harness.secrets import REDACTED, Secret
@@ -89,14 +89,15 @@ def test_scrub_paths_takes_files_and_folders_and_only_what_was_written_since(tmp
     assert PASSWORD in old.read_text()
 
 
-def test_a_kube_driver_that_times_out_is_scrubbed(settings, runner):  # noqa: F811 - the kube tests' fixtures
-    """The kube backend's driver: a timed-out ``kubectl exec`` (what SubprocessRunner returns on TimeoutExpired:
-    rc -1, the output so far) reaches the caller with the stack's password scrubbed."""
+def test_a_kube_driver_that_times_out_is_scrubbed(settings, runner, api):  # noqa: F811 - the kube tests' fixtures
+    """The kube backend's driver: a timed-out exec (what ClientApi.exec returns on a timeout: rc -1, the output
+    so far) reaches the caller with the stack's password scrubbed."""
     pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
-    runner.on(("exec",), (-1, f"driver: {PASSWORD}\n", f"kubectl timed out after 15s\nerr: {PASSWORD}"))
-    result = kind_cluster(settings, runner, secret=Secret(PASSWORD)).run_driver("print('x')", timeout_s=15)
+    api.exec_answer = lambda pod, container, argv: (-1, f"driver: {PASSWORD}\n",
+                                                    f"err: {PASSWORD}\nexec timed out after 15s")
+    result = kind_cluster(settings, runner, api, secret=Secret(PASSWORD)).run_driver("print('x')", timeout_s=15)
     assert (result.returncode, result.stdout, result.stderr) == (
-        -1, f"driver: {REDACTED}\n", f"kubectl timed out after 15s\nerr: {REDACTED}")
+        -1, f"driver: {REDACTED}\n", f"err: {REDACTED}\nexec timed out after 15s")
 
 
 INNER_TEST = '''
