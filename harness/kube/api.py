@@ -153,7 +153,7 @@ class ClientApi:
         with self._lock:
             if self._client is None:
                 try:
-                    from kubernetes import client, config
+                    from kubernetes import config
                 except ImportError:
                     raise KubeStackError(INSTALL_CLIENT) from None
                 try:
@@ -262,7 +262,6 @@ class ClientApi:
     def exec(self, namespace: str, pod: str, container: str, argv: Sequence[str], timeout_s: float) -> Completed:
         from kubernetes.stream import stream
 
-        self._api()
         shown = ("exec", pod, container, *argv)
         try:
             ws = stream(self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, container=container,
@@ -310,7 +309,6 @@ class ClientApi:
     def open_port(self, namespace: str, pod: str, port: int) -> PortStream:
         from kubernetes.stream import portforward
 
-        self._api()
         try:
             forward = portforward(self._stream_core().connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
         except Exception as exc:  # noqa: BLE001 - ApiException wrapping the websocket handshake's errors
