@@ -60,7 +60,7 @@ def user_stack(tmp_path: Path, app_keys: str = "", serve: str = COMPOSED, module
     if module:
         (tmp_path / "shop_app.py").write_text("app = admin = None\n")
     path = tmp_path / "stack.toml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(textwrap.dedent("""\
         [network]
         state_dir = "/tmp/sc-u"
         [app]

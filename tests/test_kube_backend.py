@@ -82,6 +82,7 @@ def settings(tmp_path):
     from harness.kube.settings import load_settings
 
     return load_settings(overrides={"kube": {"state_dir": str(tmp_path / "state")},
+                                    "kind": {"reach": "port-forward"},  # the fake pods are streams, not IPs
                                     "timeouts": {"operator_ready_s": 2.0, "redis_ready_s": 2.0,
                                                  "rayservice_ready_s": 2.0, "app_healthy_s": 5.0}})
 
@@ -107,6 +108,7 @@ def bridge_to(port: int) -> Callable[[socket.socket], None]:
 def runner() -> FakeRunner:
     r = FakeRunner()
     r.on(("kind", "get", "clusters"), (0, "", ""))
+    r.on(("ip", "-j", "-4", "route", "show"), (0, "[]", ""))
     r.on(("kind", "get", "nodes"), (0, f"serve-chaos-{RUN}-control-plane\nserve-chaos-{RUN}-worker\n", ""))
     return r
 

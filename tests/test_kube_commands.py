@@ -4,12 +4,15 @@ bridges, sweeps, and where the Redis password goes."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import ipaddress
 import json
 import os
 import re
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from harness.kube.api import (
     CRDS,
     DEPLOYMENTS,
     NAMESPACES,
+    NODES,
     PODS,
     RAYCLUSTERS,
     RAYSERVICES,
@@ -27,8 +31,9 @@ from harness.kube.api import (
     load_documents,
 )
 from harness.kube.backend import rayservice_is_ready, scale_patch
-from harness.kube.forward import PortForwards
-from harness.kube.kind import KindCluster, sweep_kind
+from harness.kube.forward import DirectDialer, PodAddress, PortForwards, StreamDialer, free_local_port
+from harness.kube.kind import KindCluster, remove_kind_run, sweep_kind
+from harness.kube.routes import pod_subnet
 from harness.kube.kube import KubeCluster, remove_namespace, sweep_namespaces
 from harness.kube.manifests import (
     ANNOTATION_OWNER,
@@ -40,6 +45,7 @@ from harness.kube.manifests import (
     LABEL_RUN_ID,
     MANAGED_BY,
     WORKER_CONTAINER,
+    kind_config,
 )
 from harness.kube.runs import RunRecord, is_leftover
 from harness.kube.safety import ContextNotAllowed, context_allowed, require_allowed
@@ -161,7 +167,9 @@ def settings(tmp_path):
 
 @pytest.fixture
 def runner() -> FakeRunner:
-    return FakeRunner()
+    r = FakeRunner()
+    r.on(("ip", "-j", "-4", "route", "show"), (0, "[]", ""))  # the host has no routes that matter here
+    return r
 
 
 @pytest.fixture
@@ -516,8 +524,8 @@ def test_a_forward_bridges_bytes_and_follows_its_node_to_the_new_pod_on_the_same
     api = FakeApi()
     api.port_servers[("pod-a", 8000)] = echo_as("pod-a")
     api.port_servers[("pod-a2", 8000)] = echo_as("pod-a2")
-    current = {"worker1": "pod-a", "head": "pod-h"}
-    forwards = PortForwards(api, NS, lambda: dict(current), tmp_path)
+    current = {"worker1": PodAddress("pod-a", None), "head": PodAddress("pod-h", None)}
+    forwards = PortForwards(StreamDialer(api, NS), lambda: dict(current), tmp_path)
     fwd = forwards.add("worker1", 8000)
     assert forwards.add("worker1", 8000) == fwd and fwd.base_url == f"http://127.0.0.1:{fwd.local_port}"
     forwards.reconcile()
@@ -528,7 +536,7 @@ def test_a_forward_bridges_bytes_and_follows_its_node_to_the_new_pod_on_the_same
         del api.port_servers[("pod-a", 8000)]  # the pod died
         current["worker1"] = None
         assert ask(fwd.local_port, b"x") == b""  # no pod plays worker1: the connection is closed at once
-        current["worker1"] = "pod-a2"  # its replacement; the bridge re-reads the pods on a refusal
+        current["worker1"] = PodAddress("pod-a2", None)  # its replacement; the bridge re-reads the pods on a refusal
         assert ask(fwd.local_port, b"again") == b"pod-a2:again"
         assert fwd.local_port == forwards.get("worker1", 8000).local_port
         assert forwards.refused == 1 and forwards.opened == 2
@@ -543,16 +551,67 @@ def test_a_forward_bridges_bytes_and_follows_its_node_to_the_new_pod_on_the_same
 def test_a_stale_pod_that_refuses_is_replaced_by_reading_the_pods_again(tmp_path):
     api = FakeApi()
     api.port_servers[("pod-new", 8000)] = echo_as("pod-new")
-    current = {"worker1": "pod-old"}
-    forwards = PortForwards(api, NS, lambda: dict(current), tmp_path)
+    current = {"worker1": PodAddress("pod-old", None)}
+    forwards = PortForwards(StreamDialer(api, NS), lambda: dict(current), tmp_path)
     fwd = forwards.add("worker1", 8000)
     forwards.reconcile()
-    current["worker1"] = "pod-new"  # the keeper has not seen the replacement yet
+    current["worker1"] = PodAddress("pod-new", None)  # the keeper has not seen the replacement yet
     forwards.start()
     try:
         assert ask(fwd.local_port, b"q") == b"pod-new:q"
         assert [c.name for c in api.calls_of("open_port")] == ["pod-old", "pod-new"]
         assert "pod-old:8000 refused the stream" in (tmp_path / "port-forward-worker1-8000.log").read_text()
+    finally:
+        forwards.stop()
+
+
+@contextlib.contextmanager
+def echo_server(host: str, port: int, name: str) -> Iterator[None]:
+    """A real TCP server on ``host:port`` (a loopback address standing in for a pod IP) that echoes as ``name``."""
+    listener = socket.create_server((host, port))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=echo_as(name), args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_a_direct_forward_connects_to_the_pod_ip_and_follows_the_node_to_its_new_ip(tmp_path):
+    port = free_local_port()
+    current = {"worker1": PodAddress("pod-a", "127.0.0.2")}
+    forwards = PortForwards(DirectDialer(timeout_s=1.0), lambda: dict(current), tmp_path)
+    fwd = forwards.add("worker1", port)
+    assert fwd.local_port != port
+    forwards.reconcile()
+    forwards.start()
+    try:
+        with echo_server("127.0.0.2", port, "pod-a"):
+            assert ask(fwd.local_port, b"hello") == b"pod-a:hello"
+        assert ask(fwd.local_port, b"x") == b""  # the pod's port is gone: refused, the connection closed
+        current["worker1"] = PodAddress("pod-a2", "127.0.0.3")  # the replacement pod, at a new IP
+        with echo_server("127.0.0.3", port, "pod-a2"):
+            assert ask(fwd.local_port, b"again") == b"pod-a2:again"
+        current["worker1"] = PodAddress("pod-a3", None)  # scheduled, no IP yet
+        assert ask(fwd.local_port, b"y") == b""
+        assert forwards.opened == 2 and forwards.refused == 2
+        log = (tmp_path / f"port-forward-worker1-{port}.log").read_text()
+        assert f"pod-a (127.0.0.2:{port}) refused the connection" in log and "pod-a3 has no IP yet" in log
     finally:
         forwards.stop()
 
@@ -710,6 +769,100 @@ def test_sweep_kind_removes_only_crashed_runs(settings, runner):
     assert sweep_kind(runner, settings, keep=("sc00000d",)) == ["sc00000a"]
     assert [argv[4] for argv in runner.argvs("kind", "delete")] == ["serve-chaos-sc00000a"]
     assert not (state / "sc00000a").exists() and (state / "sc00000b").exists()
+
+
+# --- host routes to the pods (kind, reach = "pod-ip") ---------------------------------------------------------------
+
+class HostRoutes:
+    """The host's routing table as `ip` shows and changes it (JSON rows as `ip -j -4 route show` prints)."""
+
+    def __init__(self, runner: FakeRunner, rows: list[dict]):
+        self.rows = list(rows)
+        runner.on(("ip", "-j", "-4", "route", "show"), lambda argv, stdin: (0, json.dumps(self.rows), ""))
+        runner.on(("ip", "route", "replace"), self._replace)
+        runner.on(("ip", "route", "del"), self._delete)
+
+    def _replace(self, argv, stdin):
+        dst, gateway = argv[3], argv[5]
+        self.rows = [r for r in self.rows if r["dst"] != dst] + [{"dst": dst, "gateway": gateway, "protocol": "212"}]
+        return 0, "", ""
+
+    def _delete(self, argv, stdin):
+        before = len(self.rows)
+        self.rows = [r for r in self.rows if r["dst"] != argv[3]]
+        return (0, "", "") if len(self.rows) < before else (2, "", "RTNETLINK answers: No such process")
+
+    def ours(self) -> dict[str, str]:
+        return {r["dst"]: r["gateway"] for r in self.rows if r.get("protocol") == "212"}
+
+
+def kind_node(name: str, cidr: str | None, address: str | None) -> dict:
+    status = {"addresses": [{"type": "Hostname", "address": name}]}
+    if address:
+        status["addresses"].append({"type": "InternalIP", "address": address})
+    return {"metadata": {"name": name}, "spec": {"podCIDR": cidr} if cidr else {}, "status": status}
+
+
+def test_pod_subnets_are_per_run_and_clear_of_kinds_service_subnet():
+    subnets = {pod_subnet(f"sc{n:06x}") for n in range(0, 0xFFFFFF, 9973)}
+    assert len(subnets) == 64 and pod_subnet("sc00000a") == ipaddress.IPv4Network("10.138.0.0/16")
+    assert all(s.subnet_of(ipaddress.IPv4Network("10.128.0.0/10")) for s in subnets)
+    assert not any(s.overlaps(ipaddress.IPv4Network("10.96.0.0/12")) for s in subnets)
+    assert pod_subnet(RUN) != pod_subnet("sc0a1b2d")  # consecutive ids, different subnets
+    assert kind_config(load_settings(), RUN)["networking"] == {"podSubnet": str(pod_subnet(RUN))}
+
+
+def test_kind_routes_each_nodes_pods_through_its_container_and_down_removes_only_the_runs(settings, runner, api,
+                                                                                            monkeypatch):
+    subnet = pod_subnet(RUN)
+    net = f"10.{subnet.network_address.packed[1]}"
+    other = {"dst": "10.150.1.0/24", "gateway": "172.18.0.9", "protocol": "212"}  # another live run's
+    table = HostRoutes(runner, [{"dst": "default", "gateway": "192.0.2.1"}, other,
+                                {"dst": "172.18.0.0/16", "protocol": "kernel"}])
+    for name, cidr, address in ((f"serve-chaos-{RUN}-control-plane", f"{net}.0.0/24", "172.18.0.2"),
+                                (f"serve-chaos-{RUN}-worker", f"{net}.1.0/24", "172.18.0.3")):
+        api.put(NODES, kind_node(name, cidr, address))
+    monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
+    cluster = kind_cluster(settings, runner, api)
+    cluster.preflight_routes()
+    cluster._route_pods()
+    assert table.ours() == {"10.150.1.0/24": "172.18.0.9", f"{net}.0.0/24": "172.18.0.2",
+                            f"{net}.1.0/24": "172.18.0.3"}
+    assert any(e.kind == "pod_routes" and "via 172.18.0.3" in e.detail for e in cluster.events())
+    assert isinstance(cluster.forwards.dialer, DirectDialer)
+    remove_kind_run(runner, settings, RUN)
+    assert table.ours() == {"10.150.1.0/24": "172.18.0.9"}
+    assert table.rows[0]["dst"] == "default" and len(table.rows) == 3
+
+
+def test_kind_waits_for_every_nodes_pod_cidr_and_refuses_one_outside_the_runs_subnet(settings, runner, api):
+    HostRoutes(runner, [])
+    quick = settings.model_copy(update={"timeouts": settings.timeouts.model_copy(update={"cluster_create_s": 1.5})})
+    api.put(NODES, kind_node(f"serve-chaos-{RUN}-worker", None, "172.18.0.3"))
+    with pytest.raises(KubeStackError, match=f"(?s)pod routes: .*podCIDR.*nodes without one: serve-chaos-{RUN}-worker"):
+        kind_cluster(quick, runner, api)._route_pods()
+    api.put(NODES, kind_node(f"serve-chaos-{RUN}-worker", "10.244.1.0/24", "172.18.0.3"))
+    with pytest.raises(KubeStackError, match="podCIDR 10.244.1.0/24, outside the run's pod subnet"):
+        kind_cluster(quick, runner, api)._route_pods()
+
+
+def test_kind_refuses_a_pod_subnet_a_host_route_already_covers(settings, runner, api):
+    HostRoutes(runner, [{"dst": f"{pod_subnet(RUN).network_address}/8", "gateway": "192.0.2.7"}])
+    with pytest.raises(KubeStackError, match=f"a route on this host .* already covers the pod subnet {pod_subnet(RUN)}"):
+        kind_cluster(settings, runner, api).preflight_routes()
+
+
+def test_sweep_kind_removes_routes_whose_cluster_is_gone_and_keeps_live_ones(settings, runner):
+    table = HostRoutes(runner, [{"dst": "10.139.2.0/24", "gateway": "172.18.0.4", "protocol": "212"},  # sc00000b
+                                {"dst": "10.150.1.0/24", "gateway": "172.18.0.9", "protocol": "212"},  # no cluster
+                                {"dst": "10.160.0.0/24", "gateway": "172.18.0.5"}])  # not ours
+    runner.on(("kind", "get", "clusters"), (0, "serve-chaos-sc00000b\n", ""))
+    state = Path(settings.kube.state_dir) / "sc00000b"
+    state.mkdir(parents=True)
+    (state / "owner").write_text(f"{socket.gethostname()}/{os.getpid()}")
+    (state / "state").write_text("up")
+    assert sweep_kind(runner, settings) == ["route 10.150.1.0/24"]
+    assert [r["dst"] for r in table.rows] == ["10.139.2.0/24", "10.160.0.0/24"]
 
 
 def test_sweep_namespaces_removes_only_crashed_runs_of_this_host(settings):

@@ -45,7 +45,7 @@ from harness.kube.api import (
     KubeObject,
     Resource,
 )
-from harness.kube.forward import PortForwards
+from harness.kube.forward import Dialer, PodAddress, PortForwards, StreamDialer
 from harness.kube.kuberay_schema import check_stack
 from harness.kube.manifests import (
     ANNOTATION_STATE,
@@ -161,7 +161,7 @@ class RayServiceCluster:
 
     def __init__(self, config: StackConfig, settings: KubeSettings, *, context: str, kubeconfig: str | None = None,
                  run_id: str | None = None, secret: Secret | None = None, runner: Runner | None = None,
-                 on_kind: bool = False, api: KubeApi | None = None):
+                 on_kind: bool = False, api: KubeApi | None = None, dialer: Dialer | None = None):
         self.config = config
         self.settings = settings
         self.run_id = run_id or new_run_id()
@@ -177,7 +177,8 @@ class RayServiceCluster:
         self._pods: dict[str, PodView] = {}
         self._lock = threading.RLock()
         self._events: list[StackEvent] = []
-        self.forwards = PortForwards(self.kube, self.names.namespace, self._running_pods, self.run_dir)
+        self.forwards = PortForwards(dialer or StreamDialer(self.kube, self.names.namespace), self._running_pods,
+                                     self.run_dir)
         self.api = HeadApi("127.0.0.1", self.forwards.add(HEAD, config.app.dashboard_port).local_port)
 
     # --- commands -------------------------------------------------------------------------------------------
@@ -385,9 +386,10 @@ class RayServiceCluster:
     def _pod(self, slot: Slot) -> PodView | None:
         return self._pods.get(slot.pod) if slot.pod else None
 
-    def _running_pods(self) -> dict[str, str | None]:
+    def _running_pods(self) -> dict[str, PodAddress | None]:
         slots = self.refresh()
-        return {s.name: s.pod if (v := self._pod(s)) is not None and v.running else None for s in slots}
+        return {s.name: PodAddress(v.name, v.ip) if (v := self._pod(s)) is not None and v.running else None
+                for s in slots}
 
     def _container(self, slot: Slot) -> str:
         return HEAD_CONTAINER if slot.role == "head" else WORKER_CONTAINER

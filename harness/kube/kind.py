@@ -15,7 +15,9 @@ import yaml
 
 from harness.kube.api import DEPLOYMENTS, NODES, PODS, KubeApi, load_documents
 from harness.kube.backend import OPERATOR_DEPLOYMENT, Progress, RayServiceCluster, describe_pod
+from harness.kube.forward import DirectDialer
 from harness.kube.manifests import KIND_CLUSTER_PREFIX, kind_config
+from harness.kube.routes import add_node_routes, host_routes, node_routes, pod_subnet, remove_routes, subnet_problem
 from harness.kube.runs import RunRecord, is_leftover
 from harness.kube.settings import KubeSettings, load_settings
 from harness.kube.slots import HEAD
@@ -47,18 +49,30 @@ class KindCluster(RayServiceCluster):
         settings = settings or load_settings()
         run_id = run_id or new_run_id()
         self.kind = kind_for(settings, run_id)
+        self.pod_subnet = pod_subnet(run_id)
+        dialer = DirectDialer() if settings.kind.reach == "pod-ip" else None
         super().__init__(config, settings, context=self.kind.context, kubeconfig=self.kind.kubeconfig, run_id=run_id,
-                         secret=secret, runner=runner, on_kind=True, api=api)
+                         secret=secret, runner=runner, on_kind=True, api=api, dialer=dialer)
 
     # --- up -------------------------------------------------------------------------------------------------
     def preflight(self) -> None:
         helm = ("helm",) if self.settings.kind.kuberay_install == "helm" else ()
-        require_tools(("docker", "kind", *helm))
+        ip = ("ip",) if self.settings.kind.reach == "pod-ip" else ()
+        require_tools(("docker", "kind", *helm, *ip))
         require_docker_engine(self.runner)
+        if ip:
+            self.preflight_routes()
         if self.settings.kind.kuberay_install == "manifest" and not self.settings.kind.kuberay_manifest_path().is_file():
             raise KubeStackError(f"the KubeRay operator's manifest {self.settings.kind.kuberay_manifest_path()} does not "
                                  "exist: build it (and the offline images) with `make kind-images`")
         super().preflight()
+
+    def preflight_routes(self) -> None:
+        """The run's pod subnet must be free on this host: no route may cover any part of it yet."""
+        problem = subnet_problem(host_routes(self.runner), self.pod_subnet)
+        if problem is not None:
+            raise KubeStackError(f"{problem}: the run's pods cannot be routed from this host (remove that route, "
+                                 "start a new run for another subnet, or set [kind] reach = \"port-forward\")")
 
     def _provision(self, report: UpReport, progress: Progress) -> None:
         swept = self.sweep()
@@ -134,6 +148,27 @@ class KindCluster(RayServiceCluster):
                    f"{self.settings.kube.operator_namespace}) to be Available", available,
                    self.settings.timeouts.operator_ready_s, describe=describe)
 
+    def _start_forwards(self) -> None:
+        if self.settings.kind.reach == "pod-ip":
+            self._route_pods()
+        super()._start_forwards()
+
+    def _route_pods(self) -> None:
+        """Route every node's pod CIDR from the host through its node container (idempotent: attach does it
+        again). Waits until the control plane has given every node its podCIDR."""
+        seen: list[str] = []
+
+        def routes() -> tuple | None:
+            found, missing = node_routes(self._kube("listing the kind nodes", lambda: self.kube.list(NODES)))
+            seen[:] = list(missing)
+            return found if found and not missing else None
+
+        found = self._wait("pod routes", "every kind node to have a podCIDR and an internal address", routes,
+                           self.settings.timeouts.cluster_create_s,
+                           describe=lambda: f"nodes without one: {', '.join(seen) or '(none listed)'}")
+        add_node_routes(self.runner, found, self.pod_subnet)
+        self._event("pod_routes", "host", ", ".join(f"{r.pod_cidr} via {r.address}" for r in found))
+
     # --- down -----------------------------------------------------------------------------------------------
     def _remove(self) -> None:
         remove_kind_run(self.runner, self.settings, self.run_id)
@@ -186,9 +221,16 @@ def _record(settings: KubeSettings, run_id: str) -> RunRecord:
     return RunRecord(run_id, read("owner"), read("state"))
 
 
+def _can_route() -> bool:
+    return shutil.which("ip") is not None
+
+
 def remove_kind_run(runner: Runner, settings: KubeSettings, run_id: str) -> None:
-    """Delete the run's kind cluster (a no-op when it does not exist) and its run folder."""
+    """Delete the run's host routes to its pods, its kind cluster (a no-op when it does not exist) and its
+    run folder."""
     kind = kind_for(settings, run_id)
+    if _can_route():
+        remove_routes(runner, within=pod_subnet(run_id))
     Path(kind.kubeconfig).parent.mkdir(parents=True, exist_ok=True)
     result = runner.run(kind.delete(), timeout_s=settings.timeouts.cluster_create_s)
     if not result.ok:
@@ -207,11 +249,17 @@ def sweep_kind(runner: Runner | None = None, settings: KubeSettings | None = Non
         return []
     if not listed.ok:
         return []
-    removed = []
+    removed, existing = [], []
     for line in listed.stdout.splitlines():
         match = KIND_RUN_RE.fullmatch(line.strip())
-        if match is None or match.group(1) in keep or not is_leftover(_record(settings, match.group(1))):
+        if match is None:
+            continue
+        if match.group(1) in keep or not is_leftover(_record(settings, match.group(1))):
+            existing.append(match.group(1))
             continue
         remove_kind_run(runner, settings, match.group(1))
         removed.append(match.group(1))
+    if _can_route():  # routes whose kind cluster is gone (a run that crashed after `kind delete`)
+        orphans = remove_routes(runner, keep=[pod_subnet(run_id) for run_id in (*existing, *keep)])
+        removed += [f"route {dst}" for dst in orphans]
     return removed

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from harness.kube.objects import Manifest, StackManifests
+from harness.kube.routes import pod_subnet
 from harness.kube.settings import KubeSettings
 from harness.secrets import Secret
 from harness.stack.config import ConfigError, StackConfig
@@ -301,12 +302,14 @@ def stack_manifests(cfg: StackConfig, settings: KubeSettings, run_id: str, *, pa
 
 
 def kind_config(settings: KubeSettings, run_id: str) -> dict:
-    """A control plane and ``node_workers`` workers (so that a node can be lost), labelled with the run id."""
+    """A control plane and ``node_workers`` workers (so that a node can be lost), labelled with the run id, on
+    the run's own pod subnet (so that the host can route to two runs' pods at once)."""
     names = run_names(settings, run_id)
     labels = {LABEL_RUN_ID: run_id}
     nodes = [{"role": "control-plane", "labels": labels}]
     nodes += [{"role": "worker", "labels": labels} for _ in range(settings.kind.node_workers)]
-    return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": names.kind_cluster, "nodes": nodes}
+    return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": names.kind_cluster,
+            "networking": {"podSubnet": str(pod_subnet(run_id))}, "nodes": nodes}
 
 
 # --- files for people to read ----------------------------------------------------------------------------------

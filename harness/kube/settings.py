@@ -58,6 +58,7 @@ class KindSection(_Section):
     kuberay_manifest: str
     redis_on_control_plane: bool
     preload_images: bool
+    reach: Literal["pod-ip", "port-forward"]
 
     def kuberay_manifest_path(self) -> Path:
         """The operator's manifest (CRDs, RBAC, Deployment) for ``kuberay_install = "manifest"``: a path
