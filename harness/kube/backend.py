@@ -177,7 +177,7 @@ class RayServiceCluster:
         self._pods: dict[str, PodView] = {}
         self._lock = threading.RLock()
         self._events: list[StackEvent] = []
-        self.forwards = PortForwards(dialer or StreamDialer(self.kube, self.names.namespace), self._running_pods,
+        self.forwards = PortForwards(dialer or StreamDialer(self.kube, self.names.namespace), self.running_pods,
                                      self.run_dir)
         self.api = HeadApi("127.0.0.1", self.forwards.add(HEAD, config.app.dashboard_port).local_port)
 
@@ -386,7 +386,7 @@ class RayServiceCluster:
     def _pod(self, slot: Slot) -> PodView | None:
         return self._pods.get(slot.pod) if slot.pod else None
 
-    def _running_pods(self) -> dict[str, PodAddress | None]:
+    def running_pods(self) -> dict[str, PodAddress | None]:
         slots = self.refresh()
         return {s.name: PodAddress(v.name, v.ip) if (v := self._pod(s)) is not None and v.running else None
                 for s in slots}
