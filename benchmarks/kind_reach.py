@@ -8,7 +8,8 @@ traffic (``harness.traffic.Traffic``, the generator the scenarios use) to every 
 seconds, first through per-connection port-forward streams (``StreamDialer``, the API server and kubelet in the
 path), then through a plain relay to each pod's IP (``DirectDialer``, what the kind backend uses). It prints, for
 each path and rate: requests planned, ok, failed, the p50/p99 latency of the ok ones, and the connections the
-relay opened. Nothing is pinned: on a 2-core machine the figures include the cluster's own load.
+relay opened; last, the same traffic straight to the pods' IPs with no relay (the cluster's own ceiling, so a
+loss in a relayed row that this row does not show is the relay's). Nothing is pinned: on a 2-core machine the figures include the cluster's own load.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ from harness.stack.config import load_config  # noqa: E402
 from harness.traffic import Traffic  # noqa: E402
 
 
+def send(endpoints: list[Endpoint], rate: float, duration_s: float, path: Path, networks: tuple[str, ...] = ()) -> str:
+    with Traffic(endpoints, rate_per_endpoint=rate, timeout_s=2.0, duration_s=duration_s,
+                 history_path=path, allowed_networks=networks) as traffic:
+        traffic.wait()
+    requests = History.load(path).requests
+    ok = [r for r in requests if r.ok]
+    lat = [r.latency_s for r in ok] or [float("nan")]
+    return (f"{rate:>5g}/s x{len(endpoints)}  planned {int(rate * duration_s) * len(endpoints):>5}  "
+            f"ok {len(ok):>5}  failed {len(requests) - len(ok):>5}  p50 {percentile(lat, 50) * 1000:7.1f} ms  "
+            f"p99 {percentile(lat, 99) * 1000:7.1f} ms")
+
+
 def run_path(cluster: KindCluster, dialer: Dialer, rate: float, duration_s: float, workdir: Path) -> str:
     forwards = PortForwards(dialer, cluster.running_pods, workdir)
     route = cluster.app().route
@@ -38,19 +51,20 @@ def run_path(cluster: KindCluster, dialer: Dialer, rate: float, duration_s: floa
                  for s in cluster.refresh() if s.pod]
     forwards.reconcile()
     forwards.start()
-    path = workdir / f"{dialer.via.replace(' ', '-')}-{rate:g}.jsonl"
     try:
-        with Traffic(endpoints, rate_per_endpoint=rate, timeout_s=2.0, duration_s=duration_s,
-                     history_path=path) as traffic:
-            traffic.wait()
+        line = send(endpoints, rate, duration_s, workdir / f"{dialer.via.replace(' ', '-')}-{rate:g}.jsonl")
     finally:
         forwards.stop()
-    requests = History.load(path).requests
-    ok = [r for r in requests if r.ok]
-    lat = [r.latency_s for r in ok] or [float("nan")]
-    return (f"{dialer.via:>19} {rate:>5g}/s x{len(endpoints)}  planned {int(rate * duration_s) * len(endpoints):>5}  "
-            f"ok {len(ok):>5}  failed {len(requests) - len(ok):>5}  p50 {percentile(lat, 50) * 1000:7.1f} ms  "
-            f"p99 {percentile(lat, 99) * 1000:7.1f} ms  connections {forwards.opened} (refused {forwards.refused})")
+    return f"{dialer.via:>19} {line}  connections {forwards.opened} (refused {forwards.refused})"
+
+
+def run_unrelayed(cluster: KindCluster, rate: float, duration_s: float, workdir: Path) -> str:
+    """The pods' IPs with no relay at all: the cluster's own capacity, the ceiling for both relayed paths."""
+    route = cluster.app().route
+    endpoints = [Endpoint(node, f"http://{pod.ip}:{cluster.config.app.serve_port}{route}")
+                 for node, pod in cluster.running_pods().items() if pod is not None and pod.ip]
+    line = send(endpoints, rate, duration_s, workdir / f"unrelayed-{rate:g}.jsonl", (str(cluster.pod_subnet),))
+    return f"{'pod IP, no relay':>19} {line}"
 
 
 def main() -> int:
@@ -68,6 +82,7 @@ def main() -> int:
             for rate in (float(r) for r in args.rates.split(",")):
                 for dialer in (StreamDialer(cluster.kube, cluster.names.namespace), DirectDialer()):
                     print(run_path(cluster, dialer, rate, args.duration, Path(tmp)), flush=True)
+                print(run_unrelayed(cluster, rate, args.duration, Path(tmp)), flush=True)
     finally:
         cluster.close()
     return 0
