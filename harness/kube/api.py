@@ -167,7 +167,7 @@ class ClientApi:
         """A CoreV1Api on an ApiClient of its own, for one exec or port-forward stream: the client's ``stream``
         swaps its ApiClient's ``call_api`` for a websocket call while the stream opens, so on a shared client
         a request of another thread at that moment would go out as a websocket too (seen on kind: "Missing
-        required parameter `ports`" while listing pods)."""
+        required parameter `ports`" while listing pods). The caller closes the ApiClient when its stream ends."""
         from kubernetes import client
 
         return client.CoreV1Api(client.ApiClient(configuration=self._api().configuration))
@@ -263,11 +263,13 @@ class ClientApi:
         from kubernetes.stream import stream
 
         shown = ("exec", pod, container, *argv)
+        core = self._stream_core()
         try:
-            ws = stream(self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, container=container,
+            ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
                         command=list(argv), stderr=True, stdin=False, stdout=True, tty=False,
                         _preload_content=False, _request_timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - ApiException wrapping the websocket handshake's errors
+            core.api_client.close()
             status, reason, message = _stream_refusal(exc)
             if status:
                 return Completed(shown, -1, "", f"exec refused: {status} {reason}: {message}")
@@ -292,6 +294,7 @@ class ClientApi:
             return Completed(shown, -1, "", f"exec stream broke: {type(exc).__name__}: {str(exc)[:300]}")
         finally:
             ws.close()
+            core.api_client.close()
 
     def logs(self, namespace: str, pod: str, container: str, tail: int, previous: bool = False) -> str:
         query = {"container": container, "tailLines": str(tail)}
@@ -309,11 +312,13 @@ class ClientApi:
     def open_port(self, namespace: str, pod: str, port: int) -> PortStream:
         from kubernetes.stream import portforward
 
+        core = self._stream_core()
         try:
-            forward = portforward(self._stream_core().connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+            forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
         except Exception as exc:  # noqa: BLE001 - ApiException wrapping the websocket handshake's errors
+            core.api_client.close()
             raise KubeApiError(f"port-forward to {pod}:{port}", *_stream_refusal(exc)) from None
-        return _ClientPortStream(forward, port)
+        return _ClientPortStream(forward, port, core.api_client)
 
     def close(self) -> None:
         with self._lock:
@@ -344,9 +349,10 @@ class ClientApi:
 
 
 class _ClientPortStream:
-    def __init__(self, forward: Any, port: int):
+    def __init__(self, forward: Any, port: int, api_client: Any):
         self._forward = forward
         self._socket = forward.socket(port)
+        self._api_client = api_client  # the stream's own (ClientApi._stream_core), closed with it
 
     @property
     def socket(self) -> socket.socket:
@@ -364,7 +370,10 @@ class _ClientPortStream:
         try:
             self._socket.close()
         finally:
-            self._forward.close()
+            try:
+                self._forward.close()
+            finally:
+                self._api_client.close()
 
 
 def _name(body: Mapping[str, Any]) -> str:
