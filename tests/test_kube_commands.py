@@ -316,7 +316,9 @@ def test_the_head_cannot_be_stopped_on_kubernetes(settings, runner, api):
 
 def test_run_driver_execs_python_in_the_head_pod(settings, runner, api):
     api.exec_answer = lambda pod, container, argv: (0, "killed\n", "")
-    result = kind_cluster(settings, runner, api).kill_actor("SERVE_CONTROLLER_ACTOR", no_restart=True)
+    cluster = kind_cluster(settings, runner, api)
+    cluster.use_agent = False  # the one-shot path ([drivers] fault_agent = false, and the agent's fallback)
+    result = cluster.kill_actor("SERVE_CONTROLLER_ACTOR", no_restart=True)
     call = api.calls_of("exec")[-1]
     assert (call.namespace, call.name, call.body[:3]) == (NS, "rs-head-x1", ("ray-head", "python", "-c"))
     script = call.body[-1]
@@ -835,6 +837,42 @@ def test_kind_routes_each_nodes_pods_through_its_container_and_down_removes_only
     assert table.rows[0]["dst"] == "default" and len(table.rows) == 3
 
 
+def test_a_kind_delete_blocked_by_a_frozen_cgroup_thaws_only_the_runs_and_retries(settings, runner, tmp_path):
+    ours, theirs = "a" * 64, "b" * 64
+    scope = tmp_path / "freezer" / "docker" / ours / "kubelet.slice" / "cri-containerd-x.scope"
+    scope.mkdir(parents=True)
+    (scope / "freezer.state").write_text("FROZEN\n")
+    (tmp_path / "freezer" / "docker" / ours / "freezer.state").write_text("THAWED\n")
+    elsewhere = tmp_path / "freezer" / "docker" / theirs
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "freezer.state").write_text("FROZEN\n")
+    v2 = tmp_path / "system.slice" / f"docker-{ours}.scope" / "kubelet.slice"
+    v2.mkdir(parents=True)
+    (v2 / "cgroup.freeze").write_text("1\n")
+    runner.on(("docker", "ps", f"label=io.x-k8s.kind.cluster=serve-chaos-{RUN}"), (0, f"{ours}\n", ""))
+    refused = "Error response from daemon: Could not kill running container: did not receive an exit event"
+    deletes = iter([(1, "", refused), (0, "", "")])
+    runner.on(("kind", "delete", "cluster"), lambda argv, stdin: next(deletes))
+    remove_kind_run(runner, settings, RUN, cgroup_root=tmp_path)
+    assert len(runner.argvs("kind", "delete", "cluster")) == 2
+    assert (scope / "freezer.state").read_text() == "THAWED" and (v2 / "cgroup.freeze").read_text() == "0"
+    assert (elsewhere / "freezer.state").read_text() == "FROZEN\n"  # another container's: not ours to touch
+
+
+def test_a_kind_delete_that_still_fails_after_thawing_says_so(settings, runner, tmp_path):
+    ours = "c" * 64
+    (tmp_path / "freezer" / "docker" / ours).mkdir(parents=True)
+    (tmp_path / "freezer" / "docker" / ours / "freezer.state").write_text("FROZEN")
+    runner.on(("docker", "ps", f"label=io.x-k8s.kind.cluster=serve-chaos-{RUN}"), (0, f"{ours}\n", ""))
+    runner.on(("kind", "delete", "cluster"), (1, "", "no exit event"))
+    with pytest.raises(KubeStackError, match=r"failed \(after thawing 1 frozen cgroups\)"):
+        remove_kind_run(runner, settings, RUN, cgroup_root=tmp_path)
+    runner.on(("docker", "ps", f"label=io.x-k8s.kind.cluster=serve-chaos-{RUN}"), (0, "", ""))
+    with pytest.raises(KubeStackError, match=r"kind delete cluster --name serve-chaos-sc0a1b2c failed:"):
+        remove_kind_run(runner, settings, RUN, cgroup_root=tmp_path)  # nothing frozen: no retry, the plain error
+    assert len(runner.argvs("kind", "delete", "cluster")) == 3
+
+
 def test_kind_waits_for_every_nodes_pod_cidr_and_refuses_one_outside_the_runs_subnet(settings, runner, api):
     HostRoutes(runner, [])
     quick = settings.model_copy(update={"timeouts": settings.timeouts.model_copy(update={"cluster_create_s": 1.5})})
@@ -894,6 +932,17 @@ def test_a_namespace_without_the_run_label_is_never_deleted(settings):
         remove_namespace(api, settings, RUN)
     assert not api.calls_of("delete")
     assert remove_namespace(api, settings, "sc0fffff") is False  # none: nothing to do
+
+
+def test_a_failed_rayservice_wait_is_said_and_the_namespace_still_goes(settings):
+    api = FakeApi(context="kind-lab")
+    api.put(NAMESPACES, {"metadata": {"name": NS, "labels": {LABEL_RUN_ID: RUN, LABEL_MANAGED_BY: MANAGED_BY}}})
+    api.put(RAYSERVICES, {"metadata": {"name": "serve-chaos"}}, NS)
+    api.failures["delete:rayservices"] = KubeApiError("deleting RayService/serve-chaos", 403, "Forbidden")
+    said: list[str] = []
+    assert remove_namespace(api, settings, RUN, say=said.append) is True
+    assert [(c.plural, c.name) for c in api.calls_of("delete")] == [("rayservices", "serve-chaos"), ("namespaces", NS)]
+    assert len(said) == 1 and "403 Forbidden" in said[0] and "Redis cleanup may not have run" in said[0]
 
 
 def test_images_are_pulled_once_and_loaded_where_they_run(settings, runner, api):

@@ -27,6 +27,7 @@ from harness.kube.tools import (
     Runner,
     SubprocessRunner,
     ToolMissing,
+    docker_cluster_containers,
     docker_image_present,
     docker_kill,
     docker_pull,
@@ -38,6 +39,7 @@ from harness.secrets import Secret
 from harness.stack.bringup import UpReport, new_run_id
 from harness.stack.config import StackConfig
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 KIND_RUN_RE = re.compile(rf"{re.escape(KIND_CLUSTER_PREFIX)}(sc[0-9a-f]{{6}})")
 
 
@@ -225,17 +227,50 @@ def _can_route() -> bool:
     return shutil.which("ip") is not None
 
 
-def remove_kind_run(runner: Runner, settings: KubeSettings, run_id: str) -> None:
+def remove_kind_run(runner: Runner, settings: KubeSettings, run_id: str, cgroup_root: Path = CGROUP_ROOT) -> None:
     """Delete the run's host routes to its pods, its kind cluster (a no-op when it does not exist) and its
-    run folder."""
+    run folder. When the delete fails and a node container holds a frozen cgroup, those are thawed and the
+    delete is tried once more."""
     kind = kind_for(settings, run_id)
     if _can_route():
         remove_routes(runner, within=pod_subnet(run_id))
     Path(kind.kubeconfig).parent.mkdir(parents=True, exist_ok=True)
     result = runner.run(kind.delete(), timeout_s=settings.timeouts.cluster_create_s)
     if not result.ok:
-        raise KubeStackError(f"kind delete cluster --name {kind.name} failed:\n{result.tail(5)}")
+        thawed = thaw_frozen(runner, kind.name, cgroup_root)
+        if thawed:  # a run cut off while runc had a container's cgroup frozen: Docker cannot kill it until thawed
+            result = runner.run(kind.delete(), timeout_s=settings.timeouts.cluster_create_s)
+        if not result.ok:
+            note = f" (after thawing {len(thawed)} frozen cgroups)" if thawed else ""
+            raise KubeStackError(f"kind delete cluster --name {kind.name} failed{note}:\n{result.tail(5)}")
     shutil.rmtree(Path(kind.kubeconfig).parent, ignore_errors=True)
+
+
+def thaw_frozen(runner: Runner, cluster: str, cgroup_root: Path = CGROUP_ROOT) -> list[Path]:
+    """Thaw the frozen cgroups inside the kind cluster's node containers (and only there); return them.
+
+    A session cut off while runc was creating a container inside a node (kubelet's pods) can leave that
+    container's cgroup frozen: its processes sit in the freezer, Docker's kill of the node never sees an exit
+    ("did not receive an exit event") and the node container cannot be removed. cgroup v1: ``freezer.state``
+    FROZEN under ``freezer/docker/<id>``; cgroup v2: ``cgroup.freeze`` 1 under the container's cgroup."""
+    listed = runner.run(docker_cluster_containers(cluster), timeout_s=60)
+    if not listed.ok:
+        return []
+    thawed: list[Path] = []
+    for container in (line.strip() for line in listed.stdout.splitlines()):
+        if not re.fullmatch(r"[0-9a-f]{64}", container):
+            continue
+        for top in (cgroup_root / "freezer" / "docker" / container, cgroup_root / "docker" / container,
+                    cgroup_root / "system.slice" / f"docker-{container}.scope"):
+            for name, frozen, thaw in (("freezer.state", "FROZEN", "THAWED"), ("cgroup.freeze", "1", "0")):
+                for state in sorted(top.rglob(name)) if top.is_dir() else []:
+                    try:
+                        if state.read_text().strip() == frozen:
+                            state.write_text(thaw)
+                            thawed.append(state)
+                    except OSError:
+                        continue
+    return thawed
 
 
 def sweep_kind(runner: Runner | None = None, settings: KubeSettings | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 
 from harness.kube.api import CRDS, NAMESPACES, RAYCLUSTERS, RAYSERVICES, ClientApi, KubeApi, KubeApiError
 from harness.kube.backend import Progress, RayServiceCluster
@@ -86,6 +87,10 @@ class KubeCluster(RayServiceCluster):
         return sweep_namespaces(self.kube, self.settings, keep=(self.run_id,))
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _wait_gone(what: str, listed, timeout_s: float) -> None:
     try:
         wait_until(what, lambda: not listed(), timeout_s=timeout_s, interval_s=1.0,
@@ -94,11 +99,12 @@ def _wait_gone(what: str, listed, timeout_s: float) -> None:
         raise KubeStackError(str(exc)) from None
 
 
-def remove_namespace(api: KubeApi, settings: KubeSettings, run_id: str) -> bool:
+def remove_namespace(api: KubeApi, settings: KubeSettings, run_id: str, say: Progress = _stderr) -> bool:
     """Delete the run's namespace if it exists and carries the run's label; False when there was none.
 
     The RayService goes first, and its RayClusters are waited for, so that KubeRay's Redis cleanup of a GCS
-    fault-tolerant cluster finishes while Redis still runs."""
+    fault-tolerant cluster finishes while Redis still runs. When that ordered part fails, the namespace is still
+    deleted and ``say`` is told why the order did not hold."""
     namespace = f"{settings.kube.namespace_prefix}-{run_id}"
     try:
         found = api.get(NAMESPACES, namespace)
@@ -118,8 +124,9 @@ def remove_namespace(api: KubeApi, settings: KubeSettings, run_id: str) -> bool:
                    lambda: [o["metadata"]["name"] for o in api.list(RAYSERVICES, namespace)], timeout)
         _wait_gone(f"the RayClusters of {namespace} to be deleted",
                    lambda: [o["metadata"]["name"] for o in api.list(RAYCLUSTERS, namespace)], timeout)
-    except (KubeApiError, KubeStackError):
-        pass  # the namespace's deletion below removes whatever is left; KubeRay's Redis cleanup may then not run
+    except (KubeApiError, KubeStackError) as exc:  # the namespace's deletion below removes whatever is left
+        say(f"{namespace}: the RayService went first but was not seen gone ({exc}); deleting the namespace "
+            "anyway, so KubeRay's Redis cleanup may not have run")
     try:
         api.delete(NAMESPACES, namespace)
     except KubeApiError as exc:

@@ -151,6 +151,12 @@ def docker_kill(container: str) -> tuple[str, ...]:
     return ("docker", "kill", container)
 
 
+def docker_cluster_containers(cluster: str) -> tuple[str, ...]:
+    """The full ids of a kind cluster's node containers (kind labels each with its cluster's name)."""
+    return ("docker", "ps", "-a", "--no-trunc", "--filter", f"label=io.x-k8s.kind.cluster={cluster}",
+            "--format", "{{.ID}}")
+
+
 def docker_image_present(image: str) -> tuple[str, ...]:
     return ("docker", "image", "inspect", "--format", "{{.Id}}", image)
 
