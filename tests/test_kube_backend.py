@@ -6,7 +6,6 @@ endpoints and proxy URLs are the loopback port-forwards, down deletes the cluste
 from __future__ import annotations
 
 import json
-import selectors
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 from test_kube_commands import NS, RUN, FakeRunner, fake_api, kind_cluster, pod
 
 from harness.kube.api import DEPLOYMENTS, PODS, RAYSERVICES
+from harness.kube.forward import pump_bytes
 from harness.testing.kubefake import FakeApi
 
 # up() validates the objects offline first
@@ -91,16 +91,7 @@ def bridge_to(port: int) -> Callable[[socket.socket], None]:
     """A pod's port that is really the fake head's: bytes both ways."""
     def serve(sock: socket.socket) -> None:
         with sock, socket.create_connection(("127.0.0.1", port)) as upstream:
-            peers = {sock: upstream, upstream: sock}
-            with selectors.DefaultSelector() as sel:
-                for s in peers:
-                    sel.register(s, selectors.EVENT_READ)
-                while True:
-                    for key, _ in sel.select(timeout=5):
-                        data = key.fileobj.recv(65536)
-                        if not data:
-                            return
-                        peers[key.fileobj].sendall(data)
+            pump_bytes(sock, upstream, lambda: False)
     return serve
 
 
@@ -129,9 +120,10 @@ def api(fake_head) -> FakeApi:
 def test_up_runs_every_phase_in_order_and_down_deletes_the_cluster(settings, runner, api, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")
     cluster = kind_cluster(settings, runner, api)
+    cluster.use_agent = False  # the agent's phase: tests/test_kube_agent.py (a real agent behind the port)
     report = cluster.up()
     assert [p.name for p in report.phases] == ["kind cluster", "images", "kuberay operator", "namespace", "objects",
-                                              "redis", "rayservice", "port-forwards", "app healthy"]
+                                              "redis", "rayservice", "relays", "app healthy"]
     order = [next(i for i, (argv, _) in enumerate(runner.calls) if all(w in argv for w in words))
              for words in (("kind", "create"), ("kind", "load"), ("helm", "upgrade"))]
     assert order == sorted(order)

@@ -273,6 +273,25 @@ def _listen(port: int) -> socket.socket:
     return listener
 
 
+def pump_bytes(a: socket.socket, b: socket.socket, stopped: Callable[[], bool]) -> None:
+    """Copy bytes both ways between two sockets until either ends, one fails, or ``stopped()`` (polled every
+    ACCEPT_POLL_S). Neither socket is closed here."""
+    peers = {a: b, b: a}
+    with selectors.DefaultSelector() as sel:
+        sel.register(a, selectors.EVENT_READ)
+        sel.register(b, selectors.EVENT_READ)
+        try:
+            while not stopped():
+                for key, _ in sel.select(timeout=ACCEPT_POLL_S):
+                    source = key.fileobj
+                    data = source.recv(CHUNK)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    peers[source].sendall(data)  # type: ignore[index]
+        except OSError:
+            return
+
+
 class _Bridge:
     """Bytes both ways between a local connection and the pod's (a stream or a socket), until either side ends."""
 
@@ -282,23 +301,10 @@ class _Bridge:
         self._closed = threading.Event()
 
     def pump(self, stop: threading.Event) -> None:
-        remote = self.stream.socket
-        peers = {self.conn: remote, remote: self.conn}
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.conn, selectors.EVENT_READ)
-            sel.register(remote, selectors.EVENT_READ)
-            try:
-                while not stop.is_set() and not self._closed.is_set():
-                    for key, _ in sel.select(timeout=ACCEPT_POLL_S):
-                        source = key.fileobj
-                        data = source.recv(CHUNK)  # type: ignore[union-attr]
-                        if not data:
-                            return
-                        peers[source].sendall(data)  # type: ignore[index]
-            except OSError:
-                return
-            finally:
-                self.close()
+        try:
+            pump_bytes(self.conn, self.stream.socket, lambda: stop.is_set() or self._closed.is_set())
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self._closed.is_set():
