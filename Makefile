@@ -113,7 +113,7 @@ kind-images: setup
 	$(PY) cluster/kind/build_images.py $(KIND_IMAGES_ARGS)
 
 # On a kind cluster built from those images (the kind CLI from the cache first on PATH), with KubeRay's RayService:
-# the backend's live tests (exec, port-forward bridges, a pod kill, down), then the seed scenarios with the kind
+# the backend's live tests (exec, relays to the pods, a pod kill, down), then the seed scenarios with the kind
 # budgets. Each brings up its own cluster. A missing prerequisite fails, it never skips.
 test-kind: kind-images
 	PATH=$(KIND_CACHE)/bin:$$PATH $(PY) -m pytest tests/test_kube_live.py -m kind --kube-config $(KIND_SETTINGS) \

@@ -1,6 +1,7 @@
 """The fault agent against one-shot drivers, side by side on one stack in one run.
 
     .venv/bin/python benchmarks/agent_bench.py [--reps N] [--traffic-window S]
+    .venv/bin/python benchmarks/agent_bench.py --backend kind --run-id <id>     # a kind run that is up (not downed)
 
 For each path (a fresh driver per command, as before; the fault agent) it prints:
 - the inject latency of each actor fault (KillController, KillReplica, KillProxy): from the call to the kill
@@ -9,7 +10,8 @@ For each path (a fresh driver per command, as before; the fault agent) it prints
 - one reading of every proxy's routing table;
 then the agent's own CPU and memory (idle and after the commands), and the harness's CPU during traffic at
 20 req/s per endpoint outside injections (this process, the traffic child, the agent). Each fault is waited
-out (the stack healthy again) before the next. Goals: inject <= 0.2 s, routing <= 0.3 s, harness CPU <= 5% of
+out (the stack healthy again) before the next. On kind the one-shot driver is an exec of python in the head pod
+and the agent runs in the head pod (its CPU read from its own answers). Goals: inject <= 0.2 s, routing <= 0.3 s, harness CPU <= 5% of
 one core.
 """
 
@@ -64,7 +66,7 @@ def routing_latency(cluster: LocalCluster) -> float:
     return time.monotonic() - started
 
 
-def harness_cpu_share(cluster: LocalCluster, window_s: float, rate: float) -> tuple[float, float, float, int]:
+def harness_cpu_share(cluster, window_s: float, rate: float) -> tuple[float, float, float, int]:
     """Share of one core used by this process, the traffic child and the agent over a window of traffic."""
     import os
 
@@ -73,15 +75,18 @@ def harness_cpu_share(cluster: LocalCluster, window_s: float, rate: float) -> tu
                           history_path=Path(folder) / "h.jsonl", check=AnyOk(),
                           allowed_networks=cluster.allowed_networks())
         with traffic:
-            pids = {"harness": os.getpid(), "traffic": traffic.pid, "agent": cluster.agent.pid()}
+            pids = {"harness": os.getpid(), "traffic": traffic.pid}
             before = {k: cpu_seconds([p]) for k, p in pids.items() if p}
+            agent_before = cluster.agent.stats().cpu_s  # its own reading: in the head pod on kind
             t0 = time.monotonic()
             threading.Event().wait(window_s)  # the measurement window itself
             elapsed = time.monotonic() - t0
             after = {k: cpu_seconds([p]) for k, p in pids.items() if p}
+            agent_after = cluster.agent.stats().cpu_s
             counts = traffic.counts()
     shares = {k: (after[k] - before[k]) / elapsed for k in before}
-    return shares.get("harness", 0.0), shares.get("traffic", 0.0), shares.get("agent", 0.0), counts.total
+    return (shares.get("harness", 0.0), shares.get("traffic", 0.0), (agent_after - agent_before) / elapsed,
+            counts.total)
 
 
 def main() -> int:
@@ -89,13 +94,28 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each fault and reading per path")
     parser.add_argument("--traffic-window", type=float, default=30.0, help="seconds of traffic for the CPU figure")
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second per endpoint")
+    parser.add_argument("--backend", choices=("local", "kind"), default="local",
+                        help="local: a stack of its own, downed at the end; kind: attach to --run-id")
+    parser.add_argument("--run-id", help="the kind run to attach to (serve-chaos up --backend kind printed it)")
+    parser.add_argument("--kube-config", default=None, help="kind settings file (default: the offline one)")
     args = parser.parse_args()
 
-    cluster = LocalCluster(load_config())
+    if args.backend == "kind":
+        from harness.kube.kind import KindCluster
+        from harness.kube.settings import OFFLINE_SETTINGS, load_settings
+
+        if not args.run_id:
+            parser.error("--backend kind needs --run-id (a run that `serve-chaos up --backend kind` left up)")
+        cluster = KindCluster(load_config(), load_settings(args.kube_config or OFFLINE_SETTINGS), run_id=args.run_id)
+        cluster.attach()
+        cluster.agent.wait_ready(timeout_s=90)
+    else:
+        cluster = LocalCluster(load_config())
     try:
-        report = cluster.up(progress=lambda msg: print(f"[up] {msg}", flush=True))
-        print(f"stack {cluster.run_id} up in {report.total_s:.1f}s "
-              f"({', '.join(f'{p.name} {p.seconds:.1f}s' for p in report.phases)})")
+        if args.backend == "local":
+            report = cluster.up(progress=lambda msg: print(f"[up] {msg}", flush=True))
+            print(f"stack {cluster.run_id} up in {report.total_s:.1f}s "
+                  f"({', '.join(f'{p.name} {p.seconds:.1f}s' for p in report.phases)})")
         idle0 = cluster.agent.stats()
         threading.Event().wait(10.0)  # an idle window for the agent's own CPU
         idle1 = cluster.agent.stats()
@@ -125,7 +145,10 @@ def main() -> int:
               f"no injection): this process {harness * 100:.1f}%, traffic child {traffic * 100:.1f}%, "
               f"agent {agent_share * 100:.1f}% of one core; total {(harness + traffic + agent_share) * 100:.1f}%")
     finally:
-        cluster.down()
+        if args.backend == "local":
+            cluster.down()
+        else:
+            cluster.close()
     return 0
 
 

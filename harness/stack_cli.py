@@ -118,7 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             out.print(f"  {ep.node:<8} {ep.url}", highlight=False, markup=False)
         out.print(f"dashboard: http://{cluster.head.address}:{config.app.dashboard_port}", highlight=False, markup=False)
     else:
-        out.print(f"the run stays up; every later command reaches it through port-forwards of its own "
+        out.print(f"the run stays up; every later command reaches it through relays of its own "
                   f"(`serve-chaos status --backend {choice.backend}`)", highlight=False, markup=False)
     return ExitCode.OK
 

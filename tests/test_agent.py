@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from harness.local import system
-from harness.local.agent import route_output, run_snippet
 from harness.local.agent_client import AgentClient, AgentDown
+from harness.stack.agent import route_output, run_snippet
 from harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 # the agent's server with a stand-in for the ray module (the snippets below use only ``ray.name``)
-FAKE_AGENT = ("import sys, types; from harness.local.agent import route_output, serve; route_output(); "
+FAKE_AGENT = ("import sys, types; from harness.stack.agent import route_output, serve; route_output(); "
               "serve(sys.argv[1], types.SimpleNamespace(name='fake-ray'))")
 
 

@@ -1,5 +1,5 @@
-"""The kind backend against a real kind cluster: up, status, a pod kill and its recovery, exec and the
-port-forward bridge, down.
+"""The kind backend against a real kind cluster: up, status, a pod kill and its recovery, exec, the relays to
+the pods, the fault agent in the head pod, down.
 
 Marked ``kind`` and left out of ``make test``; ``make test-kind`` runs it with the offline settings (images
 built by ``make kind-images``, kind from its cache on PATH):
@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import pytest
 import requests
 
+from harness.faults import fault_kind
+from harness.kube.agent import PID_FILE
 from harness.kube.kind import KindCluster, kind_for
 from harness.kube.settings import KubeSettings, load_settings
 from harness.stack.config import load_config
@@ -72,6 +75,29 @@ def test_exec_runs_in_the_pod_and_reports_its_exit_status(kind_stack):
     assert failed.returncode == 3
     procs = kind_stack.node_processes("head")
     assert any(p.name == "gcs_server" for p in procs), [p.name for p in procs]
+
+
+def test_the_fault_agent_in_the_head_pod_kills_in_milliseconds_and_falls_back_when_killed(kind_stack):
+    """The agent answers through a port-forward to the head pod's loopback; a replica kill goes out by it well
+    under the one-shot exec's seconds; killed (its group, in the pod), the next driver falls back to an exec and
+    the agent is started again."""
+    stats = kind_stack.agent.stats()
+    assert stats.pid > 1 and abs(kind_stack.agent.clock_offset_s) < 0.5
+    fault = fault_kind("kill-replica").build(kind_stack, "worker1", kind_stack.app())
+    called = time.time()
+    fault.inject()
+    killed = [e for e in kind_stack.events() if e.kind == "actor_killed"][-1]
+    assert "sent by the fault agent" in killed.detail, killed.detail
+    print(f"call -> kill sent by the agent: {killed.t_wall - called:.3f}s", flush=True)
+    assert killed.t_wall - called < 1.0
+    wait_until("the killed replica to be replaced", fault.recovered, timeout_s=180, interval_s=1.0)
+    kind_stack.wait_healthy()
+    head = kind_stack._head_pod()
+    kind_stack._agent_exec(head, ("sh", "-c", f"kill -9 -$(cat {PID_FILE})"), 30.0)
+    fell_back = kind_stack.run_driver("print(len(ray.nodes()))", timeout_s=120)
+    assert fell_back.returncode == 0 and any(e.kind == "agent_fallback" for e in kind_stack.events())
+    wait_until("the agent to be started again and to answer", lambda: kind_stack.agent.stats().pid != stats.pid,
+               timeout_s=120, interval_s=1.0)
 
 
 def test_a_killed_worker_pod_comes_back_under_its_name(kind_stack):

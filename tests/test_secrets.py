@@ -95,7 +95,9 @@ def test_a_kube_driver_that_times_out_is_scrubbed(settings, runner, api):  # noq
     pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
     api.exec_answer = lambda pod, container, argv: (-1, f"driver: {PASSWORD}\n",
                                                     f"err: {PASSWORD}\nexec timed out after 15s")
-    result = kind_cluster(settings, runner, api, secret=Secret(PASSWORD)).run_driver("print('x')", timeout_s=15)
+    cluster = kind_cluster(settings, runner, api, secret=Secret(PASSWORD))
+    cluster.use_agent = False  # the one-shot exec (the agent's answers: tests/test_kube_agent.py)
+    result = cluster.run_driver("print('x')", timeout_s=15)
     assert (result.returncode, result.stdout, result.stderr) == (
         -1, f"driver: {REDACTED}\n", f"err: {REDACTED}\nexec timed out after 15s")
 

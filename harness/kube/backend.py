@@ -31,6 +31,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from harness.kube.agent import LOG_FILE as AGENT_LOG_FILE
+from harness.kube.agent import HeadPod, PodAgent
 from harness.kube.api import (
     DEPLOYMENTS,
     EVENTS,
@@ -78,6 +80,7 @@ from harness.kube.tools import (
     SubprocessRunner,
 )
 from harness.secrets import Secret
+from harness.stack.agent_wire import AgentDown
 from harness.stack.app import AppUnderTest, app_under_test
 from harness.stack.bringup import ANSI_RE, UpReport, new_run_id
 from harness.stack.cluster import (
@@ -180,6 +183,10 @@ class RayServiceCluster:
         self.forwards = PortForwards(dialer or StreamDialer(self.kube, self.names.namespace), self.running_pods,
                                      self.run_dir)
         self.api = HeadApi("127.0.0.1", self.forwards.add(HEAD, config.app.dashboard_port).local_port)
+        self.agent = PodAgent(self.kube, self.names.namespace, self._head_pod, self._agent_exec,
+                              lambda kind, detail: self._event(kind, HEAD, detail))
+        self.use_agent = config.drivers.fault_agent
+        self._agent_adopted = False  # a process that attached to a run asks the pod for a running agent once
 
     # --- commands -------------------------------------------------------------------------------------------
     def _run(self, argv: tuple[str, ...], what: str, *, stdin: str | None = None, check: bool = True,
@@ -218,8 +225,11 @@ class RayServiceCluster:
     def _allow(self, operation: str) -> None:
         require_allowed(self.context, self.settings.allowed_contexts(), operation)
 
-    def _event(self, kind: str, target: str, detail: str = "") -> None:
-        self._events.append(StackEvent(time.time(), time.monotonic(), "harness", kind, target, detail))
+    def _event(self, kind: str, target: str, detail: str = "", at_wall: float | None = None) -> None:
+        """Record an event now, or at ``at_wall`` (a wall time seen elsewhere: when the agent sent a kill)."""
+        now_wall, now_mono = time.time(), time.monotonic()
+        at = now_wall if at_wall is None else at_wall
+        self._events.append(StackEvent(at, now_mono - (now_wall - at), "harness", kind, target, detail))
 
     # --- the objects ------------------------------------------------------------------------------------------
     def manifests(self, password: Secret | None = None) -> StackManifests:
@@ -263,8 +273,11 @@ class RayServiceCluster:
             if self.config.redis.enabled:
                 report.run(progress, "redis", self._wait_redis)
             report.run(progress, "rayservice", self._wait_rayservice)
-            report.run(progress, "port-forwards", self._start_forwards)
+            report.run(progress, "relays", self._start_forwards)
             report.run(progress, "app healthy", lambda: self.wait_healthy())
+            if self.use_agent:
+                report.run(progress, "fault agent", lambda: self.agent.wait_ready(self.settings.timeouts.agent_ready_s))
+                self._agent_adopted = True
             self._mark_up()
         except BaseException:
             progress("bring-up failed: removing what was created")
@@ -656,10 +669,30 @@ class RayServiceCluster:
         self._event("node_terminated", node, f"pod {slot.pod} deleted, grace period {TERMINATION_GRACE_S}s")
 
     def run_driver(self, snippet: str, timeout_s: float = 60.0, node: str = HEAD) -> DriverResult:
-        """Python as a Ray driver inside the node's pod (the guide's ``kubectl exec ... python``, through the
-        API's exec stream); ``ray`` is
-        imported and initialised before the snippet runs."""
+        """Python as a Ray driver inside the node's pod (the guide's ``kubectl exec ... python``); ``ray`` is
+        imported and initialised before the snippet runs. In the head pod it goes to the fault agent (one
+        long-lived driver there, reached by a port-forward: milliseconds, no process start in the cluster under
+        test); where the agent is down (the head pod was replaced, it is still attaching) a one-shot driver runs
+        it through the API's exec stream, the events say so, and the agent is started again in the background."""
+        return self._run_driver(snippet, timeout_s, node)[0]
+
+    def _run_driver(self, snippet: str, timeout_s: float, node: str) -> tuple[DriverResult, float | None]:
+        """The result, and the (harness-clock) time the agent began the snippet (None on a one-shot driver)."""
         self._allow("run a driver")
+        if node == HEAD and self.use_agent:
+            if not self._agent_adopted:
+                self._agent_adopted = True
+                self.agent.start()  # attached from another process: finds the running agent (or starts one)
+            try:
+                answer = self.agent.run(snippet, timeout_s)
+                return DriverResult(answer.result.returncode, self.secret.scrub(answer.result.stdout),
+                                    self.secret.scrub(answer.result.stderr)), answer.started_wall
+            except AgentDown as exc:
+                self._event("agent_fallback", HEAD, f"fault agent {exc}: a one-shot driver runs the snippet")
+                self.agent.start_in_background()
+        return self._one_shot_driver(snippet, timeout_s, node), None
+
+    def _one_shot_driver(self, snippet: str, timeout_s: float, node: str) -> DriverResult:
         slot = self._slot(node)
         view = self._pod(slot)
         if view is None or not view.running:
@@ -674,10 +707,27 @@ class RayServiceCluster:
         return read_routing(self.run_driver, routes)
 
     def kill_actor(self, name: str, namespace: str = "serve", no_restart: bool = True) -> DriverResult:
-        result = self.run_driver(kill_actor_snippet(name, namespace, no_restart))
+        result, sent_wall = self._run_driver(kill_actor_snippet(name, namespace, no_restart), 60.0, HEAD)
+        sent = (f"kill sent by the fault agent at {sent_wall:.3f} (clock offset {self.agent.clock_offset_s:+.3f}s)"
+                if sent_wall else "one-shot driver")
         self._event("actor_killed" if result.returncode == 0 else "actor_kill_failed", name,
-                    f"no_restart={no_restart}; {result.stderr.strip()[-300:]}")
+                    f"no_restart={no_restart}; {sent}; {result.stderr.strip()[-300:]}", at_wall=sent_wall)
         return result
+
+    # --- the fault agent's pod ----------------------------------------------------------------------------------
+    def _head_pod(self) -> HeadPod | None:
+        try:
+            slot = self._slot(HEAD)
+        except KubeStackError:
+            return None
+        view = self._pod(slot)
+        if view is None or not view.running:
+            return None
+        return HeadPod(view.name, f"{view.uid}/{view.restarts}", self._container(slot))
+
+    def _agent_exec(self, head: HeadPod, argv: tuple[str, ...], timeout_s: float) -> tuple[int, str, str]:
+        result = self.kube.exec(self.names.namespace, head.name, head.container, argv, timeout_s)
+        return result.returncode, self.secret.scrub(result.stdout), self.secret.scrub(result.stderr)
 
     def set_operator(self, enabled: bool) -> None:
         raise NotImplementedError(
@@ -826,6 +876,18 @@ class RayServiceCluster:
         write("operator.log", self.operator_log_tail())
         for log in sorted(self.run_dir.glob("port-forward-*.log")):
             write(log.name, log.read_text(errors="replace")[-max_bytes:])
+        if self.use_agent:
+            try:
+                st = self.agent.stats()
+                agent = {"running": True, "pid": st.pid, "cpu_s": st.cpu_s, "rss_mb": st.rss_mb,
+                         "commands": st.commands, "clock_offset_s": round(self.agent.clock_offset_s, 4)}
+            except AgentDown as exc:
+                agent = {"running": False, "why": str(exc)}
+            write("agent.json", json.dumps(agent, indent=2))
+            head = self._head_pod()
+            if head is not None:
+                rc, out, err = self._agent_exec(head, ("sh", "-c", f"tail -c {max_bytes} {AGENT_LOG_FILE}"), 30.0)
+                write("agent.log", out if rc == 0 else f"(no agent log: {err.strip()})")
         write("harness-events.json", json.dumps([e.__dict__ for e in self._events], indent=2))
         try:
             (dest / "status.json").write_text(json.dumps(self.status().to_json(), indent=2))

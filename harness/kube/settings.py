@@ -76,6 +76,7 @@ class KubeTimeouts(_Section):
     app_healthy_s: float = Field(gt=0)
     api_call_s: float = Field(gt=0)
     namespace_deleted_s: float = Field(gt=0)
+    agent_ready_s: float = Field(default=90.0, gt=0)
 
 
 class KubeSettings(_Section):

@@ -1,4 +1,4 @@
-"""The harness's side of the fault agent (``harness/local/agent.py``): start it inside the head's namespaces,
+"""The harness's side of the fault agent (``harness/stack/agent.py``): start it inside the head's namespaces,
 send it a snippet, tell a down agent from a slow one.
 
 ``AgentClient.run`` answers like a one-shot driver (a DriverResult) or raises AgentDown at once when nothing
@@ -9,7 +9,6 @@ stuck: it is killed (its process group) and the call answers as a timed-out driv
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,32 +17,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness.local import system
-from harness.stack.cluster import DriverResult
+from harness.stack.agent_wire import (
+    AgentAnswer,
+    AgentDown,
+    AgentStats,
+    AgentStuck,
+    AgentWire,
+    SocketChannel,
+)
+
+__all__ = ["AgentAnswer", "AgentClient", "AgentDown", "AgentStats", "agent_command", "launch_in_namespaces"]
 
 MAX_SOCKET_PATH = 100  # a Unix socket path is at most 107 bytes on Linux
-
-
-class AgentDown(RuntimeError):
-    """Nothing answers on the agent's socket; the message says what was seen."""
-
-
-@dataclass(frozen=True)
-class AgentAnswer:
-    result: DriverResult
-    started_wall: float  # agent side: when the snippet began (e.g. when the kill was sent)
-    finished_wall: float
-
-
-@dataclass(frozen=True)
-class AgentStats:
-    pid: int
-    cpu_s: float
-    rss_mb: float
-    commands: int
 
 
 class AgentClient:
@@ -56,6 +44,7 @@ class AgentClient:
         self._launch = launch
         self._head_alive = head_alive
         self._lock = threading.Lock()
+        self._wire = AgentWire(self._connect, on_broken=self._drop_stale)
 
     @property
     def usable(self) -> bool:
@@ -116,70 +105,40 @@ class AgentClient:
         self.pid_file.unlink(missing_ok=True)
 
     # --- requests ------------------------------------------------------------------------------------------
-    def _request(self, request: dict, timeout_s: float, streamed: dict[str, list[str]] | None = None) -> dict:
-        """One request's answer; lines streamed before it (a snippet's output) go into ``streamed``."""
+    def _connect(self) -> SocketChannel:
         if not self.usable:
             raise AgentDown(f"socket path too long for a Unix socket ({len(str(self.socket_path))} bytes)")
         if not self.socket_path.exists():
             raise AgentDown("starting (not attached yet)" if self.starting() else "not running")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2.0)
         try:
-            sock.settimeout(2.0)
-            try:
-                sock.connect(str(self.socket_path))
-            except (ConnectionRefusedError, FileNotFoundError, TimeoutError) as exc:
-                if self.pid() is None:  # it died with the head: its socket is stale
-                    self.socket_path.unlink(missing_ok=True)
-                raise AgentDown(f"not answering ({type(exc).__name__})") from None
-            deadline = time.monotonic() + timeout_s
-            buffer = b""
-            try:
-                sock.sendall((json.dumps(request) + "\n").encode())
-                while True:
-                    while b"\n" not in buffer:
-                        sock.settimeout(max(0.001, deadline - time.monotonic()))
-                        chunk = sock.recv(65536)
-                        if not chunk:
-                            raise AgentDown("it closed the connection without an answer (it died mid-command)")
-                        buffer += chunk
-                    line, _, buffer = buffer.partition(b"\n")
-                    message = json.loads(line)
-                    if "stream" in message:
-                        if streamed is not None:
-                            streamed.setdefault(str(message["stream"]), []).append(str(message["text"]))
-                        continue
-                    return message
-            except (ConnectionResetError, BrokenPipeError) as exc:  # it was dying as we connected
-                if self.pid() is None:  # and is dead now: its socket is stale
-                    self.socket_path.unlink(missing_ok=True)
-                raise AgentDown(f"the connection broke ({type(exc).__name__}): it died") from None
-        finally:
+            sock.connect(str(self.socket_path))
+        except (ConnectionRefusedError, FileNotFoundError, TimeoutError) as exc:
             sock.close()
+            self._drop_stale()
+            raise AgentDown(f"not answering ({type(exc).__name__})") from None
+        return SocketChannel(sock)
+
+    def _drop_stale(self) -> None:
+        if self.pid() is None:  # it died with the head: its socket is stale
+            self.socket_path.unlink(missing_ok=True)
 
     def run(self, snippet: str, timeout_s: float) -> AgentAnswer:
         """The snippet's result, as a one-shot driver would give it (on a timeout, what it printed so far).
         AgentDown when no agent answers."""
-        streamed: dict[str, list[str]] = {}
         try:
-            answer = self._request({"op": "run", "snippet": snippet}, timeout_s, streamed)
-        except TimeoutError:
+            return self._wire.run(snippet, timeout_s)
+        except AgentStuck as stuck:
             self.stop()  # stuck: the next call starts a fresh one
-            out, err = "".join(streamed.get("stdout", [])), "".join(streamed.get("stderr", []))
-            return AgentAnswer(DriverResult(-1, out, f"driver timed out after {timeout_s:g}s (fault agent; stopped)\n{err}"),
-                               time.time(), time.time())
-        return AgentAnswer(DriverResult(int(answer["returncode"]), str(answer["stdout"]), str(answer["stderr"])),
-                           float(answer["started_wall"]), float(answer["finished_wall"]))
+            return AgentAnswer(stuck.as_result("fault agent; stopped"), time.time(), time.time())
 
     def stats(self, timeout_s: float = 5.0) -> AgentStats:
-        try:
-            answer = self._request({"op": "stats"}, timeout_s)
-        except TimeoutError:
-            raise AgentDown("no answer to stats") from None
-        return AgentStats(int(answer["pid"]), float(answer["cpu_s"]), float(answer["rss_mb"]), int(answer["commands"]))
+        return self._wire.stats(timeout_s)
 
 
 def agent_command(socket_path: Path, gcs_address: str, node_ip: str) -> list[str]:
-    return [sys.executable, "-m", "harness.local.agent", str(socket_path), gcs_address, node_ip]
+    return [sys.executable, "-m", "harness.stack.agent", str(socket_path), gcs_address, node_ip]
 
 
 def launch_in_namespaces(init_pid: int, argv: list[str], env: dict[str, str], log: Path) -> int:

@@ -1,21 +1,26 @@
-"""The fault agent: one long-lived Ray driver per stack, inside the head's namespaces, that runs the harness's
-driver snippets (kill an actor, read the proxies' routing) in milliseconds instead of starting a driver each
-time (seconds of CPU on the machine under test, inside the window being judged).
+"""The fault agent: one long-lived Ray driver per stack, in the head (the local head's namespaces, or the head pod),
+that runs the harness's driver snippets (kill an actor, read the proxies' routing) in milliseconds instead of
+starting a driver each time (seconds of CPU on the machine under test, inside the window being judged).
 
-    python -m harness.local.agent SOCKET GCS_ADDRESS NODE_IP     # started by LocalCluster (harness/local/agent_client.py)
+    python -m harness.stack.agent SOCKET GCS_ADDRESS NODE_IP          # local: LocalCluster (harness/local/agent_client.py)
+    python -c "<this file>" tcp:127.0.0.1:PORT auto -                 # in a head pod: harness/kube/agent.py
 
-It attaches to the cluster once (``ray.init``), then listens on a Unix socket (a path: the head's network
-namespace does not matter) that appears only once it is attached, so the socket's presence means ready. Each
-connection carries one JSON request line and gets one JSON answer line:
+This file imports only the standard library and ``ray``: on Kubernetes its source is sent to the head pod as it
+is (the Ray image has no harness). It attaches to the cluster once (``ray.init``), then listens: on a Unix socket
+(a path) that appears only once it is attached, or on a TCP address (``tcp:HOST:PORT``; bound only once attached)
+in the pod's loopback, reached through a port-forward. Either way, answering means ready. Each connection carries
+one JSON request line and gets one JSON answer line:
 
     {"op": "run", "snippet": "...", "timeout_s": 60}  ->  {"returncode": 0, "stdout": "...", "stderr": "",
                                                            "started_wall": ..., "finished_wall": ...}
-    {"op": "stats"}                                   ->  {"pid": ..., "cpu_s": ..., "rss_mb": ..., "commands": N}
+    {"op": "stats"}                                   ->  {"pid": ..., "cpu_s": ..., "rss_mb": ..., "commands": N,
+                                                           "now_wall": ...}
 
 A snippet runs as a one-shot driver's would (``ray`` is imported and attached; what it writes to stdout and
 stderr is its output, sent as it is written, ``{"stream": "stdout", "text": ...}`` lines before the answer, so a
 caller that gives up keeps what was printed; ``SystemExit`` sets the exit code). Requests are served on threads,
-each with its own output, so a slow one does not hold up the next. The agent dies with the head (its PID namespace); the client starts it again.
+each with its own output, so a slow one does not hold up the next. The agent dies with the head (its PID
+namespace, or its pod); the client starts it again.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def run_snippet(snippet: str, ray_module, sink=None) -> dict:
 def stats() -> dict:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"pid": os.getpid(), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-            "rss_mb": round(usage.ru_maxrss / 1024, 1), "commands": _State.commands}
+            "rss_mb": round(usage.ru_maxrss / 1024, 1), "commands": _State.commands, "now_wall": time.time()}
 
 
 def serve(socket_path: str, ray_module) -> None:
@@ -113,6 +118,16 @@ def serve(socket_path: str, ray_module) -> None:
                 answer = {"error": f"bad request: {type(exc).__name__}: {exc}"}
             self.wfile.write((json.dumps(answer) + "\n").encode())
 
+    if socket_path.startswith("tcp:"):
+        host, _, port = socket_path[len("tcp:"):].rpartition(":")
+
+        class TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        TcpServer((host, int(port)), Handler).serve_forever()  # bound once attached: a refused connect means not ready
+        return
+
     class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         daemon_threads = True
 
@@ -129,11 +144,14 @@ def route_output() -> None:
 
 
 def main(argv: list[str]) -> int:
+    """``SOCKET_OR_TCP GCS_ADDRESS NODE_IP``: ``auto`` finds the cluster as ``ray.init`` does in a Ray pod; a
+    NODE_IP of ``-`` lets Ray pick it (in a pod: its own IP)."""
     socket_path, gcs_address, node_ip = argv
     route_output()
     import ray
 
-    ray.init(address=gcs_address, _node_ip_address=node_ip, logging_level="ERROR", log_to_driver=False)
+    extra = {} if node_ip == "-" else {"_node_ip_address": node_ip}
+    ray.init(address=gcs_address, logging_level="ERROR", log_to_driver=False, **extra)
     serve(socket_path, ray)
     return 0
 
