@@ -670,7 +670,8 @@ def test_collected_logs_are_scrubbed(tmp_path, settings, runner, api):
 
 # --- preflight: missing tools, unreachable clusters, an operator that never comes up ----------------------------
 
-def test_a_missing_tool_is_named_with_how_to_install_it(monkeypatch):
+def test_a_missing_tool_is_named_with_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr("harness.kube.tools.KIND_CACHE", tmp_path)
     monkeypatch.setattr("shutil.which", lambda tool: None if tool == "kind" else f"/usr/bin/{tool}")
     with pytest.raises(ToolMissing, match=r"kind not found on PATH: install kind v0\.33\.0.*go install"):
         require_tools(("docker", "kind", "helm"))
@@ -678,6 +679,18 @@ def test_a_missing_tool_is_named_with_how_to_install_it(monkeypatch):
     for tool, hint in (("docker", "Docker Engine"), ("helm", "Helm 3")):
         with pytest.raises(ToolMissing, match=f"{tool} not found.*{hint}"):
             require_tools((tool,))
+
+
+def test_a_tool_built_by_make_kind_images_but_not_on_path_is_pointed_to(monkeypatch, tmp_path):
+    monkeypatch.setattr("harness.kube.tools.KIND_CACHE", tmp_path)
+    monkeypatch.setattr("shutil.which", lambda tool: None)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "kind").write_text("#!/bin/sh\n")
+    with pytest.raises(ToolMissing, match=rf"kind not found on PATH, but `make kind-images` built one: "
+                                          rf"`export PATH={tmp_path}/bin:\$PATH`"):
+        require_tools(("kind",))
+    with pytest.raises(ToolMissing, match=r"helm not found on PATH: install Helm 3"):
+        require_tools(("helm",))
 
 
 def test_kind_needs_no_kubectl(settings, runner, api, monkeypatch):

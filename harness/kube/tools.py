@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from harness.kube.settings import KIND_CACHE
 from harness.stack.errors import StackError
 
 
@@ -85,6 +86,11 @@ INSTALL_HINTS = {
 
 
 def missing_tool_message(tool: str) -> str:
+    built = KIND_CACHE / "bin" / tool
+    if built.is_file():
+        # `make kind-images` built it but keeps it in its cache: the Makefile's kind targets put that first on PATH.
+        return (f"{tool} not found on PATH, but `make kind-images` built one: "
+                f"`export PATH={built.parent}:$PATH` (the Makefile's kind targets do this)")
     return f"{tool} not found on PATH: {INSTALL_HINTS.get(tool, f'install {tool}')}"
 
 
