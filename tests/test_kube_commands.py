@@ -31,7 +31,7 @@ from harness.kube.api import (
     load_documents,
 )
 from harness.kube.backend import rayservice_is_ready, scale_patch
-from harness.kube.forward import DirectDialer, PodAddress, PortForwards, StreamDialer, free_local_port
+from harness.kube.forward import REREAD_MIN_S, DirectDialer, PodAddress, PortForwards, StreamDialer, free_local_port
 from harness.kube.kind import KindCluster, remove_kind_run, sweep_kind
 from harness.kube.routes import pod_subnet
 from harness.kube.kube import KubeCluster, remove_namespace, sweep_namespaces
@@ -63,6 +63,7 @@ from harness.kube.tools import (
 from harness.secrets import Secret
 from harness.stack.config import load_config
 from harness.stack.errors import StackError
+from harness.waiting import wait_until
 from harness.testing.kubefake import ApiCall, FakeApi
 
 RUN = "sc0a1b2c"
@@ -537,13 +538,17 @@ def test_a_forward_bridges_bytes_and_follows_its_node_to_the_new_pod_on_the_same
         assert api.calls_of("open_port")[-1] == ApiCall("open_port", "pods", NS, "pod-a", 8000)
         del api.port_servers[("pod-a", 8000)]  # the pod died
         current["worker1"] = None
-        assert ask(fwd.local_port, b"x") == b""  # no pod plays worker1: the connection is closed at once
-        current["worker1"] = PodAddress("pod-a2", None)  # its replacement; the bridge re-reads the pods on a refusal
-        assert ask(fwd.local_port, b"again") == b"pod-a2:again"
+        log = tmp_path / "port-forward-worker1-8000.log"
+        # no pod plays worker1: each connection is closed at once (the dead one's refusal, then, once the pods are
+        # read again, no pod at all)
+        assert wait_until("worker1's relay to see no pod", lambda: ask(fwd.local_port, b"x") == b"" and
+                          "no running pod plays worker1" in log.read_text(), timeout_s=REREAD_MIN_S + 0.5, interval_s=0.05)
+        current["worker1"] = PodAddress("pod-a2", None)  # its replacement; connections re-read the pods (at most
+        # one reading per REREAD_MIN_S), so it is followed within that, before the keeper's next pass
+        assert wait_until("worker1's relay to follow it to pod-a2", lambda: ask(fwd.local_port, b"again"),
+                          timeout_s=REREAD_MIN_S + 0.5, interval_s=0.05) == b"pod-a2:again"
         assert fwd.local_port == forwards.get("worker1", 8000).local_port
-        assert forwards.refused == 1 and forwards.opened == 2
-        log = (tmp_path / "port-forward-worker1-8000.log").read_text()
-        assert "no running pod plays worker1" in log
+        assert forwards.refused >= 1 and forwards.opened == 2
     finally:
         forwards.stop()
     with pytest.raises(OSError):
@@ -560,9 +565,39 @@ def test_a_stale_pod_that_refuses_is_replaced_by_reading_the_pods_again(tmp_path
     current["worker1"] = PodAddress("pod-new", None)  # the keeper has not seen the replacement yet
     forwards.start()
     try:
-        assert ask(fwd.local_port, b"q") == b"pod-new:q"
-        assert [c.name for c in api.calls_of("open_port")] == ["pod-old", "pod-new"]
+        assert wait_until("worker1's relay to replace the stale pod", lambda: ask(fwd.local_port, b"q"),
+                          timeout_s=REREAD_MIN_S + 0.5, interval_s=0.05) == b"pod-new:q"
+        opened = [c.name for c in api.calls_of("open_port")]
+        assert set(opened) == {"pod-old", "pod-new"} and opened[0] == "pod-old" and opened[-1] == "pod-new"
         assert "pod-old:8000 refused the stream" in (tmp_path / "port-forward-worker1-8000.log").read_text()
+    finally:
+        forwards.stop()
+
+
+def test_connections_to_a_node_with_no_pod_share_readings_of_the_pods(tmp_path):
+    """A node whose pod is gone: every connection is closed at once, and 40 of them in a burst cost at most a
+    reading per REREAD_MIN_S, not one each (on kind each reading is a list from the API server)."""
+    calls: list[float] = []
+
+    def running_pods() -> dict[str, PodAddress | None]:
+        calls.append(1.0)
+        return {"worker1": None}
+
+    forwards = PortForwards(StreamDialer(FakeApi(), NS), running_pods, tmp_path)
+    fwd = forwards.add("worker1", 8000)
+    forwards.reconcile()
+    forwards.start()
+    try:
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(ask(fwd.local_port, b"x"))) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert answers == [b""] * 40
+        assert forwards.refused == 40
+        assert 1 <= forwards.readings <= 3, f"{forwards.readings} readings of the pods for 40 connections"
+        assert len(calls) == forwards.readings
     finally:
         forwards.stop()
 
@@ -607,13 +642,15 @@ def test_a_direct_forward_connects_to_the_pod_ip_and_follows_the_node_to_its_new
             assert ask(fwd.local_port, b"hello") == b"pod-a:hello"
         assert ask(fwd.local_port, b"x") == b""  # the pod's port is gone: refused, the connection closed
         current["worker1"] = PodAddress("pod-a2", "127.0.0.3")  # the replacement pod, at a new IP
-        with echo_server("127.0.0.3", port, "pod-a2"):
-            assert ask(fwd.local_port, b"again") == b"pod-a2:again"
+        with echo_server("127.0.0.3", port, "pod-a2"):  # followed once the pods are read again (REREAD_MIN_S)
+            assert wait_until("worker1's relay to follow it to its new IP", lambda: ask(fwd.local_port, b"again"),
+                              timeout_s=REREAD_MIN_S + 0.5, interval_s=0.05) == b"pod-a2:again"
         current["worker1"] = PodAddress("pod-a3", None)  # scheduled, no IP yet
-        assert ask(fwd.local_port, b"y") == b""
-        assert forwards.opened == 2 and forwards.refused == 2
-        log = (tmp_path / f"port-forward-worker1-{port}.log").read_text()
-        assert f"pod-a (127.0.0.2:{port}) refused the connection" in log and "pod-a3 has no IP yet" in log
+        log = tmp_path / f"port-forward-worker1-{port}.log"
+        assert wait_until("worker1's relay to see a pod with no IP", lambda: ask(fwd.local_port, b"y") == b"" and
+                          "pod-a3 has no IP yet" in log.read_text(), timeout_s=REREAD_MIN_S + 0.5, interval_s=0.05)
+        assert forwards.opened == 2 and forwards.refused >= 2
+        assert f"pod-a (127.0.0.2:{port}) refused the connection" in log.read_text()
     finally:
         forwards.stop()
 

@@ -27,6 +27,11 @@ from typing import Protocol
 from harness.kube.api import KubeApi, KubeApiError, PortStream
 
 KEEPER_PERIOD_S = 1.0  # how often the keeper re-reads which pod plays each node
+# A connection for a node with no known pod, or whose pod refused, re-reads the pods at once, but a reading started
+# this recently (or one under way, awaited) is used instead of a new one. Without it every connection to a node
+# whose pod is gone listed the pods: at 8 requests/s on kind (2 cores) the relays and the API server took another
+# ~60% of a core for as long as the pod was away, and the surviving proxies timed out (docs/kubernetes.md).
+REREAD_MIN_S = 0.5
 ACCEPT_POLL_S = 0.5  # how long an accept waits before it looks at the stop flag
 CHUNK = 65536
 DIAL_TIMEOUT_S = 3.0  # a direct connection to a pod's IP that is not accepted by then is refused
@@ -128,6 +133,9 @@ class PortForwards:
         self._targets: dict[str, PodAddress | None] = {}
         self._bridges: set[_Bridge] = set()
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # one reading of the pods at a time
+        self._read_at = float("-inf")  # when the last reading started (time.monotonic())
+        self.readings = 0  # readings of the pods made (for the tests and the run's figures)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -183,13 +191,19 @@ class PortForwards:
     def _keep(self) -> None:
         while not self._stop.wait(KEEPER_PERIOD_S):
             with contextlib.suppress(Exception):  # the API server may be briefly away; the next pass retries
-                self.reconcile()
+                self.reconcile(fresh_s=KEEPER_PERIOD_S / 2)
 
-    def reconcile(self) -> None:
-        """Re-read which running pod plays each node."""
-        pods = self.running_pods()
-        with self._lock:
-            self._targets = dict(pods)
+    def reconcile(self, fresh_s: float = 0.0) -> None:
+        """Re-read which running pod plays each node; with ``fresh_s``, not if a reading started within that many
+        seconds (a caller that waited for one under way uses its answer)."""
+        with self._reading:
+            if time.monotonic() - self._read_at < fresh_s:
+                return
+            self._read_at = time.monotonic()
+            self.readings += 1
+            pods = self.running_pods()
+            with self._lock:
+                self._targets = dict(pods)
 
     def _log(self, fwd: Forward, line: str) -> None:
         path = self.log_dir / f"port-forward-{fwd.node}-{fwd.remote_port}.log"
@@ -214,7 +228,7 @@ class PortForwards:
             pod = self._address(fwd.node)
             if (pod is None or pod in tried) and attempt == 0:
                 with contextlib.suppress(Exception):
-                    self.reconcile()
+                    self.reconcile(fresh_s=REREAD_MIN_S)
                 pod = self._address(fwd.node)
             if pod is None or pod in tried:
                 break
@@ -224,7 +238,7 @@ class PortForwards:
             except DialRefused as exc:
                 self._log(fwd, str(exc))
                 with contextlib.suppress(Exception):
-                    self.reconcile()
+                    self.reconcile(fresh_s=REREAD_MIN_S)
         if self.target(fwd.node) is None:
             self._log(fwd, f"no running pod plays {fwd.node}: connection closed")
         return None
