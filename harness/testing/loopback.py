@@ -149,7 +149,8 @@ class LoopbackServer:
 
     async def _listen(self) -> float:
         self._server = await self._loop.create_server(
-            lambda: _Connection(self), self.host, self.port, reuse_address=True
+            lambda: _Connection(self), self.host, self.port, reuse_address=True,
+            backlog=1024,  # a traffic child let go after a stall sends its whole backlog at once (asyncio's default: 100)
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return time.monotonic()
