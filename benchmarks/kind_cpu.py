@@ -4,10 +4,11 @@
     .venv/bin/python benchmarks/kind_cpu.py --run-id <id> [--node worker2] [--rate 8] [--baseline 10] [--window 90]
 
 It attaches to the run and sends the harness's own traffic (the generator the scenarios use) to every node's proxy
-through the kind relays, as a scenario does. After ``--baseline`` seconds it deletes the pod that plays
+through the run's own relays (started by attaching), as a scenario does. After ``--baseline`` seconds it deletes the pod that plays
 ``--node`` (the guide's worker pod failure) and goes on for ``--window`` seconds. Every second it reads the CPU
 time of each cgroup from the kernel (cgroup v1 ``cpuacct.usage``, exact, processes that exited included): the
-machine, each kind node's container, each pod inside one (named by the API server), and the rest of the host
+machine, each kind node's container (named by the kind node, which need not be the Ray node's name), each pod
+inside one (named by the API server), and the rest of the host
 (this process, its traffic child and relays, dockerd). It prints, per 10-second bin, the CPU of each group in % of
 one core (the machine has ``os.cpu_count()`` cores: 200% is all of them here) and, per proxy, requests ok and
 failed and their median latency. Nothing is judged: it shows who competes with the surviving proxies.
@@ -33,10 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.history import History  # noqa: E402
 from harness.kube.api import Resource  # noqa: E402
-from harness.kube.forward import DirectDialer, PortForwards  # noqa: E402
 from harness.kube.kind import KindCluster  # noqa: E402
 from harness.kube.settings import OFFLINE_SETTINGS, load_settings  # noqa: E402
-from harness.stack.cluster import Endpoint  # noqa: E402
 from harness.stack.config import load_config  # noqa: E402
 from harness.traffic import Traffic  # noqa: E402
 
@@ -133,25 +132,23 @@ def cpu_table(samples: list[Sample], fault_t: float, names: dict[str, str]) -> l
     bins = [(at(a), at(b)) for a, b in itertools.pairwise(edges) if at(b).t > at(a).t]
     rows: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(bins))
     for i, (a, b) in enumerate(bins):
-        span = b.t - a.t
-        def pct(ns: float) -> float:
-            return 100 * ns / 1e9 / span  # noqa: B023 - used within this bin's loop only
+        per_ns = 100 / 1e9 / (b.t - a.t)  # CPU nanoseconds in this bin -> % of one core
         delta = {k: b.usage_ns[k] - a.usage_ns[k] for k in b.usage_ns if k in a.usage_ns}
-        rows["machine"][i] = pct(delta[("machine",)])
+        rows["machine"][i] = delta[("machine",)] * per_ns
         in_nodes = 0.0
         for key, used in delta.items():
             if key[0] == "node":
                 pods = sum(v for k, v in delta.items() if k[0] == "pod" and k[1] == key[1])
-                rows[f"{key[1]}: kubelet, containerd, systemd"][i] += pct(used - pods)
+                rows[f"{key[1]}: kubelet, containerd, systemd"][i] += (used - pods) * per_ns
                 in_nodes += used
             elif key[0] == "pod":
-                rows[f"{key[1]}: pod {names.get(key[2], key[2][:8])}"][i] += pct(used)
+                rows[f"{key[1]}: pod {names.get(key[2], key[2][:8])}"][i] += used * per_ns
         procs = 0.0
         for key, used in delta.items():
             if key[0] == "proc":
-                rows[f"host: {key[1]}"][i] += pct(used)
+                rows[f"host: {key[1]}"][i] += used * per_ns
                 procs += used
-        rows["host: kernel threads' and exited processes' rest"][i] += pct(delta[("machine",)] - in_nodes - procs)
+        rows["host: kernel threads' and exited processes' rest"][i] += (delta[("machine",)] - in_nodes - procs) * per_ns
     head = "group".ljust(62) + "".join(f"{_label(a.t - fault_t, b.t - fault_t):>11}" for a, b in bins)
     order = sorted(rows, key=lambda g: (g != "machine", g.startswith("host"), g))
     return [head] + [g[:61].ljust(62) + "".join(f"{v:>10.0f}%" for v in rows[g])
@@ -210,13 +207,8 @@ def main() -> int:
             samples.append(sample(time.monotonic() - start, containers))
             stop.wait(1.0)
 
+    endpoints = list(cluster.endpoints())  # the run's own relays (attach started them), as a scenario's traffic uses
     with tempfile.TemporaryDirectory(prefix="kind-cpu-") as tmp:
-        forwards = PortForwards(DirectDialer(), cluster.running_pods, Path(tmp))
-        route = cluster.app().route
-        endpoints = [Endpoint(s.name, forwards.add(s.name, cluster.config.app.serve_port).base_url + route)
-                     for s in cluster.refresh() if s.pod]
-        forwards.reconcile()
-        forwards.start()
         history = Path(tmp) / "history.jsonl"
         thread = threading.Thread(target=sampler, name="cgroup-sampler", daemon=True)
         try:
@@ -225,15 +217,13 @@ def main() -> int:
                          duration_s=args.baseline + args.window, history_path=history) as traffic:
                 stop.wait(args.baseline)          # the named baseline window: traffic before the fault
                 fault_t = time.monotonic() - start
-                print(f"+{fault_t:.1f}s deleting the pod of {args.node}: {cluster.kill_node(args.node) or 'sent'}",
-                      flush=True)
-                names.update(pod_names(cluster))
+                print(f"+{fault_t:.1f}s deleting the pod of {args.node}", flush=True)
+                cluster.kill_node(args.node)
                 traffic.wait()
-            names.update(pod_names(cluster))
+            names.update(pod_names(cluster))  # the replacement pod's name
         finally:
             stop.set()
             thread.join(timeout=5)
-            forwards.stop()
             cluster.close()
         end_t = samples[-1].t
         print("\nCPU, % of one core, per window (0 = the pod deletion):")

@@ -135,7 +135,7 @@ class PortForwards:
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # one reading of the pods at a time
         self._read_at = float("-inf")  # when the last reading started (time.monotonic())
-        self.readings = 0  # readings of the pods made (for the tests and the run's figures)
+        self.readings = 0  # readings of the pods made (the tests count them)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
